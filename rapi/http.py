@@ -1,0 +1,325 @@
+"""A small HTTP/1.1 server protocol on asyncio, driven by httptools.
+
+It serves exactly what the Runtime API and the Invoke API need: keep-alive,
+pipelining (responses strictly in request order), Content-Length and chunked
+request bodies, `Expect: 100-continue`, and hard limits on header and body
+size. Bodies over the limit are read and discarded so the connection stays
+usable and the client still sees our status code; the application decides
+what that status is (the Runtime API and the Invoke API answer differently).
+
+The application sees one `Request` at a time per connection and answers with
+`Connection.respond()`, possibly much later (a parked `/next`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass
+from typing import Protocol
+
+import httptools
+
+_REASONS: dict[int, bytes] = {
+    100: b"Continue",
+    200: b"OK",
+    202: b"Accepted",
+    204: b"No Content",
+    400: b"Bad Request",
+    403: b"Forbidden",
+    404: b"Not Found",
+    405: b"Method Not Allowed",
+    409: b"Conflict",
+    413: b"Request Entity Too Large",
+    415: b"Unsupported Media Type",
+    429: b"Too Many Requests",
+    431: b"Request Header Fields Too Large",
+    500: b"Internal Server Error",
+    502: b"Bad Gateway",
+    503: b"Service Unavailable",
+}
+
+_STATUS_LINES: dict[int, bytes] = {
+    code: b"HTTP/1.1 %d %s\r\n" % (code, reason) for code, reason in _REASONS.items()
+}
+
+# Pipelined requests parked behind a slow response before we stop reading.
+_MAX_QUEUED_REQUESTS = 16
+
+
+def status_line(status: int) -> bytes:
+    """The `HTTP/1.1 <code> <reason>\\r\\n` line for a status code."""
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        line = b"HTTP/1.1 %d Status\r\n" % status
+    return line
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Per-listener ceilings. Header bytes count the request line too."""
+
+    max_header_bytes: int = 64 * 1024
+    max_headers: int = 100
+    max_body_bytes: int = 6 * 1024 * 1024
+
+
+class Request:
+    """One parsed request. Header names are lower-case bytes."""
+
+    __slots__ = ("body", "headers", "keep_alive", "method", "oversized", "path", "query")
+
+    def __init__(
+        self,
+        method: bytes,
+        path: bytes,
+        query: bytes,
+        headers: dict[bytes, bytes],
+        body: bytes,
+        keep_alive: bool,
+        oversized: bool,
+    ) -> None:
+        self.method = method
+        self.path = path
+        self.query = query
+        self.headers = headers
+        self.body = body
+        self.keep_alive = keep_alive
+        # True when the body exceeded Limits.max_body_bytes; `body` is then empty.
+        self.oversized = oversized
+
+    def __repr__(self) -> str:
+        return f"Request({self.method!r} {self.path!r}, {len(self.body)} bytes)"
+
+
+class Connection(Protocol):
+    """What an application may do with the connection a request came on."""
+
+    def respond(
+        self, status: int, headers: bytes, body: bytes = b"", *, close: bool = False
+    ) -> None: ...
+
+    @property
+    def open(self) -> bool: ...
+
+
+class Application(Protocol):
+    """The callbacks a listener's application implements."""
+
+    def handle(self, request: Request, conn: Connection) -> None:
+        """Answer `request` now or later with exactly one `conn.respond()`."""
+
+    def protocol_error(self, status: int, message: str) -> tuple[bytes, bytes]:
+        """Headers and body for a 400/431 the protocol itself sends."""
+
+    def connection_lost(self, conn: Connection) -> None:
+        """The peer went away; drop anything parked on `conn`."""
+
+
+class HttpProtocol(asyncio.Protocol):
+    """One instance per TCP connection."""
+
+    __slots__ = (
+        "_app",
+        "_body_bytes",
+        "_body_parts",
+        "_closed",
+        "_eof",
+        "_header_bytes",
+        "_headers",
+        "_in_flight",
+        "_keep_alive",
+        "_limits",
+        "_oversized",
+        "_parser",
+        "_paused",
+        "_queue",
+        "_transport",
+        "_url",
+    )
+
+    def __init__(self, app: Application, limits: Limits) -> None:
+        self._app = app
+        self._limits = limits
+        self._parser = httptools.HttpRequestParser(self)
+        self._transport: asyncio.Transport | None = None
+        self._queue: deque[Request] = deque()
+        self._in_flight = False
+        self._closed = False
+        self._paused = False
+        self._eof = False
+        self._keep_alive = True
+        self._reset_message()
+
+    # ----------------------------------------------------------- asyncio side
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self._queue.clear()
+        self._app.connection_lost(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self._closed:
+            return
+        try:
+            self._parser.feed_data(data)
+        except _LimitExceeded as exc:
+            self._fail(exc.status, exc.message)
+        except httptools.HttpParserUpgrade:
+            self._fail(400, "Protocol upgrades are not supported")
+        except httptools.HttpParserError as exc:
+            cause = exc.__cause__ or exc.__context__
+            if isinstance(cause, _LimitExceeded):
+                self._fail(cause.status, cause.message)
+            else:
+                self._fail(400, f"Malformed HTTP request: {exc}")
+
+    def eof_received(self) -> bool:
+        # Half-closed by the peer: answer what is in flight, then close.
+        self._eof = True
+        return self._in_flight or bool(self._queue)
+
+    # -------------------------------------------------------- httptools side
+    def _reset_message(self) -> None:
+        self._url = b""
+        self._headers: dict[bytes, bytes] = {}
+        self._header_bytes = 0
+        self._body_parts: list[bytes] = []
+        self._body_bytes = 0
+        self._oversized = False
+
+    def on_message_begin(self) -> None:
+        self._reset_message()
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._header_bytes += len(url)
+        if self._header_bytes > self._limits.max_header_bytes:
+            raise _LimitExceeded(431, "Request line and headers are too large")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_bytes += len(name) + len(value) + 4
+        if self._header_bytes > self._limits.max_header_bytes:
+            raise _LimitExceeded(431, "Request line and headers are too large")
+        if len(self._headers) >= self._limits.max_headers:
+            raise _LimitExceeded(431, "Too many request headers")
+        name = name.lower()
+        previous = self._headers.get(name)
+        self._headers[name] = value if previous is None else previous + b", " + value
+
+    def on_headers_complete(self) -> None:
+        length = self._headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self._limits.max_body_bytes:
+            self._oversized = True
+        expect = self._headers.get(b"expect")
+        if expect is not None and expect.lower() == b"100-continue" and not self._oversized:
+            assert self._transport is not None
+            self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        self._body_bytes += len(body)
+        if self._oversized:
+            return
+        if self._body_bytes > self._limits.max_body_bytes:
+            self._oversized = True
+            self._body_parts.clear()
+            return
+        self._body_parts.append(body)
+
+    def on_message_complete(self) -> None:
+        parts = self._body_parts
+        body = parts[0] if len(parts) == 1 else b"".join(parts)
+        url = self._url
+        path, sep, query = url.partition(b"?")
+        request = Request(
+            self._parser.get_method(),
+            path,
+            query if sep else b"",
+            self._headers,
+            body,
+            self._parser.should_keep_alive(),
+            self._oversized,
+        )
+        self._reset_message()
+        if self._in_flight:
+            self._queue.append(request)
+            if len(self._queue) >= _MAX_QUEUED_REQUESTS and not self._paused:
+                assert self._transport is not None
+                self._transport.pause_reading()
+                self._paused = True
+        else:
+            self._dispatch(request)
+
+    # ------------------------------------------------------- application side
+    @property
+    def open(self) -> bool:
+        return not self._closed
+
+    def _dispatch(self, request: Request) -> None:
+        self._in_flight = True
+        self._keep_alive = request.keep_alive
+        self._app.handle(request, self)
+
+    def respond(
+        self, status: int, headers: bytes, body: bytes = b"", *, close: bool = False
+    ) -> None:
+        """Send the response to the oldest unanswered request.
+
+        `headers` are complete `Name: value\\r\\n` lines without Content-Length
+        or Connection, which this method adds.
+        """
+        if self._closed or not self._in_flight:
+            return
+        transport = self._transport
+        assert transport is not None
+        close = close or not self._keep_alive
+        head = b"%s%sContent-Length: %d\r\n%s\r\n" % (
+            status_line(status),
+            headers,
+            len(body),
+            b"Connection: close\r\n" if close else b"",
+        )
+        if len(body) < 65536:
+            transport.write(head + body)
+        else:
+            transport.writelines((head, body))
+        self._in_flight = False
+        if close:
+            self._close()
+            return
+        if self._queue:
+            if self._paused and len(self._queue) <= _MAX_QUEUED_REQUESTS // 2:
+                transport.resume_reading()
+                self._paused = False
+            self._dispatch(self._queue.popleft())
+        elif self._eof:
+            self._close()
+
+    def _fail(self, status: int, message: str) -> None:
+        """Answer a request we could not parse, then close: framing is lost."""
+        if self._closed:
+            return
+        headers, body = self._app.protocol_error(status, message)
+        assert self._transport is not None
+        self._transport.write(
+            b"%s%sContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+            % (status_line(status), headers, len(body), body)
+        )
+        self._close()
+
+    def _close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.clear()
+        assert self._transport is not None
+        self._transport.close()
+
+
+class _LimitExceeded(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message

@@ -1,0 +1,300 @@
+"""One execution environment: a sandbox, its Runtime API slot, its logs.
+
+    CREATING -> INITIALISING -> READY <-> BUSY
+        \\             \\           \\      /
+         +------------- DRAINING -------+ -> DEAD
+
+Every transition goes through `_to()`, which refuses the ones not drawn
+above. The environment is driven by callbacks (slot events, timers, the
+process-exit future); its only task is `run()`, one per environment life.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import os
+import signal
+import time
+from typing import TYPE_CHECKING, Final
+
+import orjson
+
+from rapi.http import HttpProtocol
+from rapi.invocation import Invocation, Outcome
+from rapi.runtime_api import LIMITS, RuntimeApi
+from rapi.slot import RuntimeSlot
+from runtime.logs import FunctionLog, LogPump, LogSource, utc_timestamp
+from sandbox.errors import SandboxError, SandboxSetupError
+
+if TYPE_CHECKING:
+    from runtime.router import FunctionRouter
+    from sandbox.spawner import SandboxProcess, Spawner
+    from sandbox.spec import SandboxSpec
+
+# Lambda gives on-demand init 10 s before it gives up on it.
+INIT_TIMEOUT_S: Final = 10.0
+# After /init/error the runtime is expected to exit; this is how long it gets.
+INIT_ERROR_GRACE_S: Final = 1.0
+
+
+class EnvState(enum.Enum):
+    CREATING = "creating"
+    INITIALISING = "initialising"
+    READY = "ready"
+    BUSY = "busy"
+    DRAINING = "draining"
+    DEAD = "dead"
+
+
+_ALLOWED: Final = {
+    EnvState.CREATING: {EnvState.INITIALISING, EnvState.DRAINING, EnvState.DEAD},
+    EnvState.INITIALISING: {EnvState.READY, EnvState.DRAINING},
+    EnvState.READY: {EnvState.BUSY, EnvState.DRAINING},
+    EnvState.BUSY: {EnvState.READY, EnvState.DRAINING},
+    EnvState.DRAINING: {EnvState.DEAD},
+    EnvState.DEAD: set(),
+}
+
+
+class IllegalTransition(RuntimeError):
+    pass
+
+
+def platform_error(error_type: str, message: str) -> bytes:
+    """A platform-made function error, in the key order AWS uses."""
+    return orjson.dumps({"errorType": error_type, "errorMessage": message})
+
+
+def exit_message(status: int) -> str:
+    """Describe a wait status the way Lambda (Go's ProcessState) does."""
+    code = os.waitstatus_to_exitcode(status)
+    if code == 0:
+        return "Runtime exited without providing a reason"
+    if code > 0:
+        return f"Runtime exited with error: exit status {code}"
+    name = signal.strsignal(-code) or f"signal {-code}"
+    return f"Runtime exited with error: signal: {name[0].lower() + name[1:]}"
+
+
+class Environment(LogSource):
+    """Implements rapi.slot.SlotHost for the router that owns it."""
+
+    def __init__(
+        self,
+        router: FunctionRouter,
+        spawner: Spawner,
+        spec: SandboxSpec,
+        log: FunctionLog,
+    ) -> None:
+        self.router = router
+        self._spawner = spawner
+        self._spec = spec
+        self._log = log
+        self._loop = asyncio.get_running_loop()
+        self.state = EnvState.CREATING
+        self.slot = RuntimeSlot(self)
+        self.process: SandboxProcess | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._log_transport: asyncio.ReadTransport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._created_ns = time.perf_counter_ns()
+        self._init_ms: float | None = None
+        self._report_init = False
+        self._ended_by: str | None = None
+        self._request_id = b"INIT"
+        self._timeout_s = router.function.timeout_s
+
+    # ------------------------------------------------------------ lifecycle
+    def _to(self, state: EnvState) -> None:
+        if state not in _ALLOWED[self.state]:
+            raise IllegalTransition(f"environment {self.state.value} -> {state.value}")
+        self.state = state
+
+    async def run(self) -> None:
+        """Create the sandbox, serve its Runtime API, wait for it to end."""
+        try:
+            self.process = await self._spawner.spawn(self._spec)
+        except SandboxError as exc:
+            self._to(EnvState.DEAD)
+            self.router.environment_failed_to_start(self, exc)
+            return
+        process = self.process
+        try:
+            if self.state is EnvState.CREATING:
+                try:
+                    await self._attach(process)
+                except OSError as exc:
+                    self._log.platform(b"could not attach to the sandbox: %s" % str(exc).encode())
+                    self.stop("attach failed")
+                else:
+                    self._to(EnvState.INITIALISING)
+                    self._timer = self._loop.call_later(INIT_TIMEOUT_S, self._init_timed_out)
+            else:  # stopped while we were spawning
+                process.kill()
+            status = await process.exited
+        finally:
+            # On cancellation (host shutdown) this is where the sandbox dies.
+            if not process.exited.done():
+                process.kill()
+        self._ended(status)
+
+    async def _attach(self, process: SandboxProcess) -> None:
+        assert process.listener is not None
+        api = RuntimeApi(self.slot)
+        self._server = await self._loop.create_server(
+            lambda: HttpProtocol(api, LIMITS), sock=process.listener, start_serving=True
+        )
+        pipe = open(process.log_fd, "rb", buffering=0, closefd=True)  # noqa: SIM115 - owned by the transport
+        self._log_transport, _ = await self._loop.connect_read_pipe(lambda: LogPump(self), pipe)
+
+    def stop(self, reason: str = "shutdown") -> None:
+        """Kill the sandbox; `run()` finishes when the spawner reaps it."""
+        if self.state in (EnvState.DRAINING, EnvState.DEAD):
+            return
+        self._ended_by = self._ended_by or reason
+        self._to(EnvState.DRAINING)
+        self._cancel_timer()
+        if self.process is not None:
+            self.process.kill()
+
+    def _ended(self, status: int) -> None:
+        self._cancel_timer()
+        before_ready = self._init_ms is None
+        unanswered = self.slot.close()
+        if self.state is not EnvState.DRAINING:
+            self._to(EnvState.DRAINING)
+        if unanswered is not None:
+            message = f"RequestId: {unanswered.request_id} Error: {exit_message(status)}"
+            self._log.platform(b"%s %s" % (unanswered.request_id.encode(), message.encode()))
+            self._complete(unanswered, platform_error("Runtime.ExitError", message))
+        elif before_ready and self._ended_by is None:
+            self.router.init_failed(
+                self,
+                lambda rid: platform_error(
+                    "Runtime.ExitError", f"RequestId: {rid} Error: {exit_message(status)}"
+                ),
+            )
+        self._release()
+        self._to(EnvState.DEAD)
+        self.router.environment_ended(self)
+
+    def _release(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        if self._log_transport is not None:
+            # Every process of the sandbox is gone with its pid namespace, so
+            # the pipe reaches EOF by itself once the pump has read the rest.
+            self._log_transport = None
+        elif self.process is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.process.log_fd)
+        if self.process is not None:
+            self.process.close()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _init_timed_out(self) -> None:
+        self._timer = None
+        self._ended_by = "init timeout"
+        self.router.init_failed(
+            self,
+            lambda rid: platform_error(
+                "Sandbox.Timedout",
+                f"RequestId: {rid} Error: Init timed out after {INIT_TIMEOUT_S:.2f} seconds",
+            ),
+        )
+        self.stop("init timeout")
+
+    # ------------------------------------------------------- SlotHost side
+    def runtime_ready(self) -> None:
+        self._cancel_timer()
+        self._init_ms = (time.perf_counter_ns() - self._created_ns) / 1e6
+        self._report_init = True
+        self._to(EnvState.READY)
+
+    def next_invocation(self) -> Invocation | None:
+        return self.router.next_invocation()
+
+    def invocation_started(self, invocation: Invocation) -> None:
+        self._to(EnvState.BUSY)
+        invocation.started_ns = time.perf_counter_ns()
+        invocation.deadline_ms = int(time.time() * 1000) + invocation.timeout_ms
+        rid = invocation.request_id.encode()
+        self._request_id = rid
+        self._timer = self._loop.call_later(invocation.timeout_ms / 1000, self._timed_out)
+        self._log.platform(b"START RequestId: %s Version: $LATEST" % rid)
+
+    def invocation_finished(self, invocation: Invocation) -> None:
+        self._cancel_timer()
+        self._to(EnvState.READY)
+        self._report(invocation, b"")
+
+    def init_failed(self, body: bytes, content_type: bytes) -> None:
+        self._cancel_timer()
+        self._ended_by = "init error"
+        self.router.init_failed(self, lambda _rid: body)
+        # The runtime should exit by itself after /init/error; make sure.
+        self._timer = self._loop.call_later(INIT_ERROR_GRACE_S, self.stop, "init error")
+
+    # ------------------------------------------------------------- timeouts
+    def _timed_out(self) -> None:
+        self._timer = None
+        invocation = self.slot.current
+        self._ended_by = "timeout"
+        unanswered = self.slot.close()
+        if unanswered is not None and invocation is not None:
+            message = f"Task timed out after {self._timeout_s:.2f} seconds"
+            rid = invocation.request_id.encode()
+            self._report(invocation, b"Status: timeout")
+            self._log.platform(b"%s %s %s" % (utc_timestamp(), rid, message.encode()))
+            invocation.on_complete(
+                invocation,
+                Outcome.FUNCTION_ERROR,
+                platform_error(
+                    "Sandbox.Timedout", f"RequestId: {invocation.request_id} Error: {message}"
+                ),
+                b"application/json",
+            )
+        self.stop("timeout")
+
+    # ----------------------------------------------------------------- logs
+    def log_output(self, line: bytes) -> None:
+        self._log.output(self._request_id, line)
+
+    def _report(self, invocation: Invocation, status: bytes) -> None:
+        rid = invocation.request_id.encode()
+        duration = (time.perf_counter_ns() - invocation.started_ns) / 1e6
+        line = (
+            b"REPORT RequestId: %s\tDuration: %.2f ms\tBilled Duration: %d ms\tMemory Size: %d MB\t"
+            % (
+                rid,
+                duration,
+                -(-duration // 1),
+                self.router.function.memory_mb,
+            )
+        )
+        if self._report_init and self._init_ms is not None:
+            line += b"Init Duration: %.2f ms\t" % self._init_ms
+            self._report_init = False
+        self._log.platform(b"END RequestId: %s" % rid)
+        self._log.platform(line + status)
+
+    def _complete(self, invocation: Invocation, body: bytes) -> None:
+        self._report(
+            invocation,
+            b"Status: error\tError Type: Runtime.ExitError" if invocation.started_ns else b"",
+        )
+        invocation.on_complete(invocation, Outcome.FUNCTION_ERROR, body, b"application/json")
+
+
+def describe_setup_error(exc: SandboxError) -> tuple[str, str]:
+    """Map a sandbox failure to the Lambda error type the caller sees."""
+    if isinstance(exc, SandboxSetupError) and exc.step.startswith("exec "):
+        return "Runtime.InvalidEntrypoint", f"Couldn't find valid bootstrap(s): {exc.message}"
+    return "Sandbox.Failure", str(exc)
