@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import json
 import re
 import signal
 import subprocess
@@ -224,6 +225,35 @@ def stdlib_function(tmp_path: Path) -> Path:
     code = tmp_path / "code" / "stdlib"
     code.mkdir(parents=True)
     (code / "bootstrap").write_bytes((FUNCTIONS / "py_stdlib_bootstrap").read_bytes())
+    (code / "bootstrap").chmod(0o755)
+    return code
+
+
+@pytest.fixture
+def probe_function(tmp_path: Path) -> Path:
+    """A function that runs the Python snippet in event["code"] (see probe_bootstrap)."""
+    code = tmp_path / "code" / "probe"
+    code.mkdir(parents=True)
+    (code / "bootstrap").write_bytes((FUNCTIONS / "probe_bootstrap").read_bytes())
+    (code / "bootstrap").chmod(0o755)
+    return code
+
+
+def probe(host: FireletHost, function: str, code: str) -> Any:
+    """Run `code` inside the function's sandbox; returns its `result`."""
+    status, headers, body = host.invoke(
+        function, json.dumps({"code": textwrap.dedent(code)}).encode()
+    )
+    assert status == 200, body
+    assert "x-amz-function-error" not in headers, body
+    return json.loads(body)
+
+
+@pytest.fixture
+def py_echo(tmp_path: Path) -> Path:
+    code = tmp_path / "code" / "py-echo"
+    code.mkdir(parents=True)
+    (code / "bootstrap").write_bytes((FUNCTIONS / "py_echo_bootstrap").read_bytes())
     (code / "bootstrap").chmod(0o755)
     return code
 
