@@ -20,8 +20,8 @@ from typing import Any, Final
 from runtime.errors import ConfigError
 
 DEFAULT_LISTEN: Final = "127.0.0.1:9000"
-FUNCTION_NAME: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-ENV_NAME: Final = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+FUNCTION_NAME: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
+ENV_NAME: Final = re.compile(r"^[A-Za-z][A-Za-z0-9_]*\Z")
 RUNTIMES: Final = ("provided", "provided.al2", "provided.al2023")
 # Keys Lambda sets itself; a function may not override them.
 RESERVED_ENV: Final = frozenset(
@@ -155,17 +155,18 @@ def _server(table: Any, where: _Where, base: Path) -> ServerConfig:
     host, port = _listen(values.get("listen", DEFAULT_LISTEN), where)
     state_dir = base / values["state_dir"] if "state_dir" in values else Path("/var/lib/firelet")
     account = values.get("account_id", "000000000000")
-    if not re.fullmatch(r"\d{12}", account):
+    if not re.fullmatch(r"[0-9]{12}", account):
         raise where.error("account_id", f"must be 12 digits, got {account!r}")
     region = values.get("region", "us-east-1")
-    if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d", region):
+    if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-[0-9]", region):
         raise where.error("region", f"must look like us-east-1, got {region!r}")
     return ServerConfig(host, port, state_dir, region, account)
 
 
 def _listen(value: str, where: _Where) -> tuple[str, int]:
     host, sep, port_text = value.rpartition(":")
-    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+    # ASCII digits only: str.isdigit() also accepts "²", which int() rejects.
+    if not sep or not host or not re.fullmatch(r"[0-9]{1,5}", port_text) or int(port_text) > 65535:
         raise where.error("listen", f"must be HOST:PORT, got {value!r}")
     return host.strip("[]"), int(port_text)
 
