@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from typing import Final
 
+import orjson
+
 from rapi.http import Connection, Limits, Request
 from rapi.invocation import MAX_RESPONSE_BYTES, Invocation
-from rapi.slot import INVALID_REQUEST_ID, RuntimeSlot, error_body
+from rapi.slot import RuntimeSlot, error_body
 
 PREFIX: Final = b"/2018-06-01/runtime/"
 NEXT: Final = b"invocation/next"
@@ -27,6 +29,12 @@ _NOT_FOUND: Final = error_body("NotFound", "Not found")
 _METHOD_NOT_ALLOWED: Final = error_body("MethodNotAllowed", "Method not allowed")
 _DISPLACED: Final = error_body("InvalidStateTransition", "Another /next call replaced this one")
 _BAD_MODE: Final = error_body("InvalidFunctionResponseMode", "Invalid function response mode")
+_BAD_MODE_FOR_CALLER: Final = orjson.dumps(
+    {
+        "errorMessage": "Invalid function response mode",
+        "errorType": "Runtime.InvalidResponseModeHeader",
+    }
+)
 _TOO_LARGE_BODY: Final = error_body(
     "RequestEntityTooLarge",
     f"Exceeded maximum allowed payload size ({MAX_RESPONSE_BYTES} bytes).",
@@ -120,10 +128,10 @@ class RuntimeApi:
         rid = request_id.decode("latin-1")
         mode = request.headers.get(b"lambda-runtime-function-response-mode")
         if mode is not None and mode.lower() != b"streaming":
-            current = self.slot.current
-            if current is None or current.request_id != rid:
-                status, reply = INVALID_REQUEST_ID
-            else:
+            # 400 to the runtime, and the invocation ends for the caller with
+            # Runtime.InvalidResponseModeHeader (RIE does both, spec 1.7).
+            status, reply = self.slot.on_error(rid, _BAD_MODE_FOR_CALLER, b"application/json")
+            if status == 202:
                 status, reply = 400, _BAD_MODE
             conn.respond(status, JSON_HEADERS, reply)
             return
@@ -145,7 +153,9 @@ class RuntimeApi:
                 error_body("Function.ResponseSizeTooLarge", "Error payload too large"),
                 b"application/json",
             )
-            conn.respond(413 if status == 202 else status, JSON_HEADERS, _TOO_LARGE_BODY)
+            if status == 202:
+                status, reply = 413, _TOO_LARGE_BODY
+            conn.respond(status, JSON_HEADERS, reply)
             return
         body, content_type = _error_document(request)
         status, reply = self.slot.on_error(rid, body, content_type)
