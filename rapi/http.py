@@ -124,8 +124,12 @@ class HttpProtocol(asyncio.Protocol):
         "_body_bytes",
         "_body_parts",
         "_closed",
+        "_dispatching",
         "_eof",
+        "_error",
+        "_head_fed",
         "_header_bytes",
+        "_header_count",
         "_headers",
         "_in_flight",
         "_keep_alive",
@@ -149,6 +153,16 @@ class HttpProtocol(asyncio.Protocol):
         self._paused = False
         self._eof = False
         self._keep_alive = True
+        # Set while respond() hands queued requests to the app, so an app that
+        # answers inside handle() does not nest one respond() per request.
+        self._dispatching = False
+        # A parse error seen while earlier requests are still unanswered: it is
+        # sent after their responses, to keep responses in request order.
+        self._error: tuple[int, str] | None = None
+        # Raw bytes fed while one request head is incomplete (None outside a
+        # head, -1 when it began in the chunk being fed): httptools buffers a
+        # header line whole before on_header, so on_header cannot bound it.
+        self._head_fed: int | None = None
         self._reset_message()
 
     # ----------------------------------------------------------- asyncio side
@@ -161,10 +175,18 @@ class HttpProtocol(asyncio.Protocol):
         self._app.connection_lost(self)
 
     def data_received(self, data: bytes) -> None:
-        if self._closed:
+        if self._closed or self._error is not None:
             return
         try:
             self._parser.feed_data(data)
+            fed = self._head_fed
+            if fed is not None:
+                # Only whole chunks fed inside one head count (never the
+                # previous request's body bytes), so this never overcounts.
+                fed = 0 if fed < 0 else fed + len(data)
+                self._head_fed = fed
+                if fed > self._limits.max_header_bytes:
+                    raise _LimitExceeded(431, "Request line and headers are too large")
         except _LimitExceeded as exc:
             self._fail(exc.status, exc.message)
         except httptools.HttpParserUpgrade:
@@ -174,6 +196,10 @@ class HttpProtocol(asyncio.Protocol):
             if isinstance(cause, _LimitExceeded):
                 self._fail(cause.status, cause.message)
             else:
+                if cause is not None:
+                    # handle() itself raised: its request will never be
+                    # answered, so do not wait for it before failing.
+                    self._in_flight = False
                 self._fail(400, f"Malformed HTTP request: {exc}")
 
     def eof_received(self) -> bool:
@@ -186,12 +212,14 @@ class HttpProtocol(asyncio.Protocol):
         self._url = b""
         self._headers: dict[bytes, bytes] = {}
         self._header_bytes = 0
+        self._header_count = 0
         self._body_parts: list[bytes] = []
         self._body_bytes = 0
         self._oversized = False
 
     def on_message_begin(self) -> None:
         self._reset_message()
+        self._head_fed = -1
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -203,18 +231,29 @@ class HttpProtocol(asyncio.Protocol):
         self._header_bytes += len(name) + len(value) + 4
         if self._header_bytes > self._limits.max_header_bytes:
             raise _LimitExceeded(431, "Request line and headers are too large")
-        if len(self._headers) >= self._limits.max_headers:
+        # Count header lines, not distinct names: duplicates are joined below.
+        self._header_count += 1
+        if self._header_count > self._limits.max_headers:
             raise _LimitExceeded(431, "Too many request headers")
         name = name.lower()
         previous = self._headers.get(name)
         self._headers[name] = value if previous is None else previous + b", " + value
 
     def on_headers_complete(self) -> None:
+        self._head_fed = None
+        if self._parser.should_upgrade():
+            # Refuse before on_message_complete would hand it to the app.
+            raise _LimitExceeded(400, "Protocol upgrades are not supported")
         length = self._headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self._limits.max_body_bytes:
             self._oversized = True
         expect = self._headers.get(b"expect")
-        if expect is not None and expect.lower() == b"100-continue" and not self._oversized:
+        if (
+            expect is not None
+            and expect.lower() == b"100-continue"
+            and not self._oversized
+            and not self._closed
+        ):
             assert self._transport is not None
             self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
@@ -229,6 +268,9 @@ class HttpProtocol(asyncio.Protocol):
         self._body_parts.append(body)
 
     def on_message_complete(self) -> None:
+        if self._closed:
+            # respond(close=True) inside handle(); the rest of the chunk is moot.
+            return
         parts = self._body_parts
         body = parts[0] if len(parts) == 1 else b"".join(parts)
         url = self._url
@@ -289,17 +331,30 @@ class HttpProtocol(asyncio.Protocol):
         if close:
             self._close()
             return
-        if self._queue:
-            if self._paused and len(self._queue) <= _MAX_QUEUED_REQUESTS // 2:
-                transport.resume_reading()
-                self._paused = False
-            self._dispatch(self._queue.popleft())
+        if self._dispatching:
+            return  # called from handle() below: that loop carries on
+        self._dispatching = True
+        try:
+            while self._queue and not self._in_flight and not self._closed:
+                if self._paused and len(self._queue) <= _MAX_QUEUED_REQUESTS // 2:
+                    transport.resume_reading()
+                    self._paused = False
+                self._dispatch(self._queue.popleft())
+        finally:
+            self._dispatching = False
+        if self._in_flight or self._closed:
+            return
+        if self._error is not None:
+            self._fail(*self._error)
         elif self._eof:
             self._close()
 
     def _fail(self, status: int, message: str) -> None:
         """Answer a request we could not parse, then close: framing is lost."""
         if self._closed:
+            return
+        if self._in_flight:
+            self._error = (status, message)  # respond() sends it in turn
             return
         headers, body = self._app.protocol_error(status, message)
         assert self._transport is not None
