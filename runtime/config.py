@@ -69,6 +69,9 @@ class ServerConfig:
     state_dir: Path = Path("/var/lib/firelet")
     region: str = "us-east-1"
     account_id: str = "000000000000"
+    # "proportional": CPU quota scales with memory as in Lambda (1,769 MB =
+    # one vCPU); "none": no CPU quota (faster cold starts, less faithful).
+    cpu_quota: str = "proportional"
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +153,7 @@ def _server(table: Any, where: _Where, base: Path) -> ServerConfig:
     values = _take(
         table,
         where,
-        {"listen": str, "state_dir": str, "region": str, "account_id": str},
+        {"listen": str, "state_dir": str, "region": str, "account_id": str, "cpu_quota": str},
     )
     host, port = _listen(values.get("listen", DEFAULT_LISTEN), where)
     state_dir = base / values["state_dir"] if "state_dir" in values else Path("/var/lib/firelet")
@@ -160,7 +163,10 @@ def _server(table: Any, where: _Where, base: Path) -> ServerConfig:
     region = values.get("region", "us-east-1")
     if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-[0-9]", region):
         raise where.error("region", f"must look like us-east-1, got {region!r}")
-    return ServerConfig(host, port, state_dir, region, account)
+    cpu_quota = values.get("cpu_quota", "proportional")
+    if cpu_quota not in ("proportional", "none"):
+        raise where.error("cpu_quota", f"must be 'proportional' or 'none', got {cpu_quota!r}")
+    return ServerConfig(host, port, state_dir, region, account, cpu_quota)
 
 
 def _listen(value: str, where: _Where) -> tuple[str, int]:

@@ -30,7 +30,7 @@ from sandbox.errors import SandboxError, SandboxSetupError
 
 if TYPE_CHECKING:
     from runtime.router import FunctionRouter
-    from sandbox.spawner import SandboxProcess, Spawner
+    from sandbox.spawner import Exit, SandboxProcess, Spawner
     from sandbox.spec import SandboxSpec
 
 # Lambda gives on-demand init 10 s before it gives up on it.
@@ -105,6 +105,7 @@ class Environment(LogSource):
         self._ended_by: str | None = None
         self._request_id = b"INIT"
         self._timeout_s = router.function.timeout_s
+        self._memory_peak_fd = -1
 
     # ------------------------------------------------------------ lifecycle
     def _to(self, state: EnvState) -> None:
@@ -133,12 +134,12 @@ class Environment(LogSource):
                     self._timer = self._loop.call_later(INIT_TIMEOUT_S, self._init_timed_out)
             else:  # stopped while we were spawning
                 process.kill()
-            status = await process.exited
+            ended = await process.exited
         finally:
             # On cancellation (host shutdown) this is where the sandbox dies.
             if not process.exited.done():
                 process.kill()
-        self._ended(status)
+        self._ended(ended)
 
     async def _attach(self, process: SandboxProcess) -> None:
         assert process.listener is not None
@@ -148,32 +149,46 @@ class Environment(LogSource):
         )
         pipe = open(process.log_fd, "rb", buffering=0, closefd=True)  # noqa: SIM115 - owned by the transport
         self._log_transport, _ = await self._loop.connect_read_pipe(lambda: LogPump(self), pipe)
+        if process.memory_peak_path is not None:
+            with contextlib.suppress(OSError):
+                self._memory_peak_fd = os.open(process.memory_peak_path, os.O_RDONLY | os.O_CLOEXEC)
 
-    def stop(self, reason: str = "shutdown") -> None:
-        """Kill the sandbox; `run()` finishes when the spawner reaps it."""
+    def stop(self, reason: str = "shutdown", grace_s: float = 0.0) -> None:
+        """End the sandbox; `run()` finishes when the spawner reaps it.
+
+        With a grace period the bootstrap gets SIGTERM first (its init
+        forwards it) and SIGKILL when the grace is over, as Lambda does.
+        """
         if self.state in (EnvState.DRAINING, EnvState.DEAD):
             return
         self._ended_by = self._ended_by or reason
         self._to(EnvState.DRAINING)
         self._cancel_timer()
         if self.process is not None:
-            self.process.kill()
+            if grace_s > 0:
+                self.process.kill(signal.SIGTERM)
+                self._timer = self._loop.call_later(grace_s, self.process.kill)
+            else:
+                self.process.kill()
 
-    def _ended(self, status: int) -> None:
+    def _ended(self, ended: Exit) -> None:
         self._cancel_timer()
         before_ready = self._init_ms is None
         unanswered = self.slot.close()
         if self.state is not EnvState.DRAINING:
             self._to(EnvState.DRAINING)
+        # An OOM kill shows as SIGKILL; the cgroup's counter tells them apart.
+        error_type = "Runtime.OutOfMemory" if ended.oom_kills else "Runtime.ExitError"
         if unanswered is not None:
-            message = f"RequestId: {unanswered.request_id} Error: {exit_message(status)}"
+            message = f"RequestId: {unanswered.request_id} Error: {exit_message(ended.status)}"
             self._log.platform(b"%s %s" % (unanswered.request_id.encode(), message.encode()))
-            self._complete(unanswered, platform_error("Runtime.ExitError", message))
+            self._log.platform(error_type.encode())
+            self._complete(unanswered, error_type, platform_error(error_type, message))
         elif before_ready and self._ended_by is None:
             self.router.init_failed(
                 self,
                 lambda rid: platform_error(
-                    "Runtime.ExitError", f"RequestId: {rid} Error: {exit_message(status)}"
+                    error_type, f"RequestId: {rid} Error: {exit_message(ended.status)}"
                 ),
             )
         self._release()
@@ -193,6 +208,9 @@ class Environment(LogSource):
                 os.close(self.process.log_fd)
         if self.process is not None:
             self.process.close()
+        if self._memory_peak_fd >= 0:
+            os.close(self._memory_peak_fd)
+            self._memory_peak_fd = -1
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
@@ -285,11 +303,8 @@ class Environment(LogSource):
         self._log.platform(b"END RequestId: %s" % rid)
         self._log.platform(line + status)
 
-    def _complete(self, invocation: Invocation, body: bytes) -> None:
-        self._report(
-            invocation,
-            b"Status: error\tError Type: Runtime.ExitError" if invocation.started_ns else b"",
-        )
+    def _complete(self, invocation: Invocation, error_type: str, body: bytes) -> None:
+        self._report(invocation, b"Status: error\tError Type: %s" % error_type.encode())
         invocation.on_complete(invocation, Outcome.FUNCTION_ERROR, body, b"application/json")
 
 

@@ -12,6 +12,7 @@ from runtime.config import FunctionConfig, ServerConfig
 from sandbox.spec import (
     SANDBOX_GID,
     SANDBOX_UID,
+    CgroupLimits,
     Dev,
     Dir,
     File,
@@ -26,6 +27,11 @@ from sandbox.spec import (
 RUNTIME_API_PORT: Final = 9001
 TASK_ROOT: Final = "/var/task"
 RUNTIME_DIR: Final = "/var/runtime"
+# Lambda: 1,769 MB of memory buys one full vCPU; CPU share scales linearly.
+MB_PER_VCPU: Final = 1769
+CPU_PERIOD_US: Final = 100_000
+# Lambda's per-environment limit on processes and threads.
+PIDS_MAX: Final = 1024
 
 # Host system directories the rootfs exposes read-only. On a merged-/usr
 # host the others are symlinks into /usr and are recreated as symlinks.
@@ -112,6 +118,19 @@ def lambda_environment(
     return tuple(env.items())
 
 
+def cgroup_limits(function: FunctionConfig, server: ServerConfig) -> CgroupLimits:
+    quota = None
+    if server.cpu_quota == "proportional":
+        quota = max(1000, CPU_PERIOD_US * function.memory_mb // MB_PER_VCPU)
+    return CgroupLimits(
+        memory_bytes=function.memory_mb * 1024 * 1024,
+        swap_bytes=0,
+        pids_max=PIDS_MAX,
+        cpu_quota_us=quota,
+        cpu_period_us=CPU_PERIOD_US,
+    )
+
+
 def function_spec(
     function: FunctionConfig, server: ServerConfig, system: tuple[Mount, ...]
 ) -> SandboxSpec:
@@ -131,5 +150,6 @@ def function_spec(
         cwd=TASK_ROOT,
         hostname="localhost",
         listen_port=RUNTIME_API_PORT,
+        cgroup=cgroup_limits(function, server),
         labels={"function": function.name},
     )

@@ -24,13 +24,15 @@ import os
 import select
 import signal
 import socket
+import struct
 import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
 
 import orjson
 
-from sandbox import child, linux
+from sandbox import cgroups, child, linux
+from sandbox.cgroups import CgroupLayout, SandboxCgroup
 from sandbox.errors import SandboxSetupError, SpawnerError
 from sandbox.spec import SandboxSpec
 
@@ -52,10 +54,31 @@ def _recv(sock: socket.socket) -> tuple[bytes, list[int]]:
 
 
 # ---------------------------------------------------------------- server side
+class _Child:
+    """What the spawner keeps per running sandbox."""
+
+    __slots__ = ("group", "pidfd", "status_read")
+
+    def __init__(self, pidfd: int, status_read: int, group: SandboxCgroup | None) -> None:
+        self.pidfd = pidfd
+        self.status_read = status_read
+        self.group = group
+
+
 class _Server:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self.children: dict[int, int] = {}  # sandbox pid -> pidfd (kept for kill on exit)
+        self.children: dict[int, _Child] = {}  # pid of the sandbox init -> its state
+        self._layout: CgroupLayout | None = None
+        self.cgroup_base = f"{cgroups.BASE_NAME}/h{os.getpid()}"
+        self._leftovers: list[SandboxCgroup] = []
+        self._serial = 0
+
+    def layout(self) -> CgroupLayout:
+        if self._layout is None:
+            self._layout = cgroups.detect()
+            cgroups.prune_stale(self._layout)
+        return self._layout
 
     def serve(self) -> NoReturn:
         wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -93,15 +116,35 @@ class _Server:
             self._shutdown()
 
     def _spawn(self, tag: int, spec: SandboxSpec) -> None:
+        group: SandboxCgroup | None = None
+        if spec.cgroup is not None:
+            self._serial += 1
+            name = f"{spec.labels.get('function', 'sandbox')}-{self._serial}"
+            try:
+                group = SandboxCgroup.create(self.layout(), self.cgroup_base, name, spec.cgroup)
+            except SandboxSetupError as exc:
+                self._send(
+                    {
+                        "tag": tag,
+                        "ok": False,
+                        "step": exc.step,
+                        "errno": exc.errno,
+                        "message": exc.message,
+                    },
+                    [],
+                )
+                return
         log_read, log_write = os.pipe()
+        status_read, status_write = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         report_parent, report_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             pid_a = os.fork()
         except OSError as exc:
-            for fd in (log_read, log_write):
+            for fd in (log_read, log_write, status_read, status_write):
                 os.close(fd)
             report_parent.close()
             report_child.close()
+            self._drop_group(group)
             self._send(
                 {"tag": tag, "ok": False, "step": "fork", "errno": exc.errno, "message": str(exc)},
                 [],
@@ -110,11 +153,14 @@ class _Server:
         if pid_a == 0:
             report_parent.close()
             os.close(log_read)
+            os.close(status_read)
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            child.stage_a(spec, report_child, log_write)
+            os.set_blocking(status_write, True)
+            child.stage_a(spec, report_child, log_write, status_write, group)
         report_child.close()
         os.close(log_write)
+        os.close(status_write)
         reply: dict[str, Any]
         fds: list[int] = []
         try:
@@ -144,7 +190,8 @@ class _Server:
             except OSError as exc:
                 reply = {"ok": False, "step": "pidfd_open", "errno": exc.errno, "message": str(exc)}
             else:
-                self.children[pid] = pidfd
+                self.children[pid] = _Child(pidfd, status_read, group)
+                reply["memory_peak"] = group.memory_peak_path() if group is not None else None
                 self._send({"tag": tag, **reply}, [pidfd, log_read, *fds])
                 for fd in fds:
                     os.close(fd)
@@ -153,20 +200,39 @@ class _Server:
         for fd in fds:
             os.close(fd)
         os.close(log_read)
+        os.close(status_read)
+        self._drop_group(group)
         self._send({"tag": tag, **reply}, [])
+
+    def _drop_group(self, group: SandboxCgroup | None) -> None:
+        if group is not None and not group.destroy():
+            self._leftovers.append(group)
 
     def _reap(self) -> None:
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
-                return
+                break
             if pid == 0:
-                return
-            pidfd = self.children.pop(pid, None)
-            if pidfd is not None:
-                os.close(pidfd)
-                self._send({"op": "exit", "pid": pid, "status": status}, [])
+                break
+            state = self.children.pop(pid, None)
+            if state is None:
+                continue
+            os.close(state.pidfd)
+            try:
+                raw = os.read(state.status_read, 4)
+            except OSError:
+                raw = b""
+            os.close(state.status_read)
+            if len(raw) == 4:
+                # The init reported how the bootstrap itself ended.
+                status = struct.unpack("<i", raw)[0]
+            stats = state.group.stats() if state.group is not None else {}
+            self._drop_group(state.group)
+            self._send({"op": "exit", "pid": pid, "status": status, **stats}, [])
+        if self._leftovers:
+            self._leftovers = [g for g in self._leftovers if not g.destroy(attempts=1)]
 
     def _send(self, message: dict[str, Any], fds: list[int]) -> None:
         try:
@@ -175,9 +241,16 @@ class _Server:
             self._shutdown()
 
     def _shutdown(self) -> NoReturn:
-        for pidfd in self.children.values():
+        for state in self.children.values():
             with contextlib.suppress(OSError):
-                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                signal.pidfd_send_signal(state.pidfd, signal.SIGKILL)
+        for state in self.children.values():
+            if state.group is not None:
+                state.group.destroy()
+        for group in self._leftovers:
+            group.destroy()
+        if self._layout is not None:
+            cgroups.remove_subtree(self._layout, self.cgroup_base)
         os._exit(0)
 
 
@@ -214,18 +287,50 @@ def _run_server(sock: socket.socket, keep_fd: int) -> NoReturn:
 
 
 # ------------------------------------------------------------------ host side
+class Exit:
+    """How a sandbox ended, with its cgroup accounting (0 when not measured)."""
+
+    __slots__ = ("cpu_ns", "max_memory_bytes", "oom_kills", "status")
+
+    def __init__(
+        self, status: int, oom_kills: int = 0, max_memory_bytes: int = 0, cpu_ns: int = 0
+    ) -> None:
+        self.status = status  # wait status of the bootstrap (or of its init)
+        self.oom_kills = oom_kills
+        self.max_memory_bytes = max_memory_bytes
+        self.cpu_ns = cpu_ns
+
+    @classmethod
+    def from_message(cls, message: dict[str, Any]) -> Exit:
+        return cls(
+            message["status"],
+            message.get("oom_kills", 0),
+            message.get("max_memory_bytes", 0),
+            message.get("cpu_ns", 0),
+        )
+
+
 class SandboxProcess:
     """A running sandbox as the host sees it."""
 
-    __slots__ = ("exited", "listener", "log_fd", "pid", "pidfd")
+    __slots__ = ("exited", "listener", "log_fd", "memory_peak_path", "pid", "pidfd")
 
-    def __init__(self, pid: int, pidfd: int, log_fd: int, listener: socket.socket | None) -> None:
+    def __init__(
+        self,
+        pid: int,
+        pidfd: int,
+        log_fd: int,
+        listener: socket.socket | None,
+        memory_peak_path: str | None = None,
+    ) -> None:
         self.pid = pid
         self.pidfd = pidfd
         self.log_fd = log_fd
         self.listener = listener
-        # Resolves with the raw wait status when the spawner reaps pid 1.
-        self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        # The cgroup file with the sandbox's peak memory, for REPORT lines.
+        self.memory_peak_path = memory_peak_path
+        # Resolves when the spawner has reaped the sandbox's init.
+        self.exited: asyncio.Future[Exit] = asyncio.get_running_loop().create_future()
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Signal pid 1 of the sandbox; killing it ends the whole pid namespace."""
@@ -252,7 +357,7 @@ class Spawner:
         self._tag = 0
         self._pending: dict[int, asyncio.Future[tuple[dict[str, Any], list[int]]]] = {}
         self._processes: dict[int, SandboxProcess] = {}
-        self._early_exits: dict[int, int] = {}
+        self._early_exits: dict[int, Exit] = {}
         self._reader_installed = False
         self._lost: Callable[[], None] | None = None
 
@@ -298,10 +403,10 @@ class Spawner:
         listener = socket.socket(fileno=rest[0]) if rest else None
         if listener is not None:
             listener.setblocking(False)
-        process = SandboxProcess(reply["pid"], pidfd, log_fd, listener)
-        status = self._early_exits.pop(process.pid, None)
-        if status is not None:
-            process.exited.set_result(status)
+        process = SandboxProcess(reply["pid"], pidfd, log_fd, listener, reply.get("memory_peak"))
+        early = self._early_exits.pop(process.pid, None)
+        if early is not None:
+            process.exited.set_result(early)
         else:
             self._processes[process.pid] = process
         return process
@@ -322,10 +427,10 @@ class Spawner:
                 process = self._processes.pop(message["pid"], None)
                 if process is None:
                     # Reply and exit can race only if the spawn reply is still
-                    # being processed; keep the status for spawn() to pick up.
-                    self._early_exits[message["pid"]] = message["status"]
+                    # being processed; keep the exit for spawn() to pick up.
+                    self._early_exits[message["pid"]] = Exit.from_message(message)
                 elif not process.exited.done():
-                    process.exited.set_result(message["status"])
+                    process.exited.set_result(Exit.from_message(message))
                 continue
             future = self._pending.pop(message.get("tag", -1), None)
             if future is not None and not future.done():
@@ -345,7 +450,7 @@ class Spawner:
         self._pending.clear()
         for process in self._processes.values():
             if not process.exited.done():
-                process.exited.set_result(signal.SIGKILL)
+                process.exited.set_result(Exit(signal.SIGKILL))
         self._processes.clear()
 
     def close(self) -> None:

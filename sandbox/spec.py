@@ -71,6 +71,27 @@ class Dev:
     target: str = "/dev"
 
 
+@dataclass(frozen=True, slots=True)
+class CgroupLimits:
+    """Resource limits of one sandbox; None means "not limited"."""
+
+    memory_bytes: int | None = None
+    swap_bytes: int = 0
+    pids_max: int | None = None
+    cpu_quota_us: int | None = None
+    cpu_period_us: int = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class Rlimits:
+    """setrlimit values applied to the bootstrap (soft = hard)."""
+
+    nofile: int = 1024
+    core: int = 0
+    nproc: int | None = None
+    fsize: int | None = None
+
+
 Mount = RoBind | Tmpfs | Symlink | File | Dir | Proc | Dev
 
 _MOUNT_TYPES: Final = {cls.__name__: cls for cls in (RoBind, Tmpfs, Symlink, File, Dir, Proc, Dev)}
@@ -95,6 +116,11 @@ class SandboxSpec:
     # own mount namespace sees it).
     root_mountpoint: str = "/run/firelet/root"
     root_size_bytes: int = 1 << 20
+    # Resource limits (cgroups); None runs the sandbox in the spawner's cgroup.
+    cgroup: CgroupLimits | None = None
+    rlimits: Rlimits = Rlimits()
+    # Name of a seccomp profile (sandbox.seccomp_profile); None loads none.
+    seccomp: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
 
     def to_wire(self) -> dict[str, Any]:
@@ -110,6 +136,9 @@ class SandboxSpec:
             "listen_port": self.listen_port,
             "root_mountpoint": self.root_mountpoint,
             "root_size_bytes": self.root_size_bytes,
+            "cgroup": _fields(self.cgroup) if self.cgroup is not None else None,
+            "rlimits": _fields(self.rlimits),
+            "seccomp": self.seccomp,
             "labels": dict(self.labels),
         }
 
@@ -127,12 +156,19 @@ class SandboxSpec:
             listen_port=data["listen_port"],
             root_mountpoint=data["root_mountpoint"],
             root_size_bytes=data["root_size_bytes"],
+            cgroup=CgroupLimits(**data["cgroup"]) if data["cgroup"] is not None else None,
+            rlimits=Rlimits(**data["rlimits"]),
+            seccomp=data["seccomp"],
             labels=dict(data["labels"]),
         )
 
 
+def _fields(value: Any) -> dict[str, Any]:
+    return {name: getattr(value, name) for name in value.__slots__}
+
+
 def _mount_to_wire(mount: Mount) -> dict[str, Any]:
-    fields = {name: getattr(mount, name) for name in mount.__slots__}
+    fields = _fields(mount)
     fields["kind"] = type(mount).__name__
     return fields
 

@@ -95,12 +95,12 @@ def test_process_identity_hostname_and_cwd(probe_host):
         """,
     )
     assert (facts["uid"], facts["gid"], facts["euid"]) == (993, 990, 993)
-    assert facts["pid"] == 1, "the bootstrap is pid 1 of its own pid namespace"
+    assert facts["pid"] == 2, "the bootstrap is the first child of its namespace's init"
     assert facts["cwd"] == "/var/task"
     assert facts["hostname"] == "localhost"
     assert facts["caps"] == ["0000000000000000"] * 5
     assert facts["no_new_privs"] == "1"
-    assert facts["pids"] == [1], "no host process is visible"
+    assert facts["pids"] == [2], "only the bootstrap itself is visible (hidepid hides the init)"
 
 
 def test_filesystem_layout_and_read_only_paths(probe_host):

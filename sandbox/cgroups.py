@@ -1,0 +1,331 @@
+"""Per-sandbox cgroups through the kernel's cgroupfs, v2 and v1 alike.
+
+`detect()` finds, per controller, which hierarchy serves it: a controller
+enabled on the cgroup2 mount is used there, otherwise its v1 mount is used.
+So a pure v2 host uses one tree, a v1 host one tree per controller, and a
+hybrid host (memory, cpu, pids on v1; cgroup.kill on the unified mount)
+mixes them. `SandboxCgroup` creates one leaf per sandbox in every hierarchy
+it needs, sets the limits, attaches a process, reads the accounting back and
+removes everything on teardown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Final
+
+from sandbox.errors import SandboxSetupError
+from sandbox.spec import CgroupLimits
+
+CONTROLLERS: Final = ("memory", "pids", "cpu", "cpuacct", "freezer")
+BASE_NAME: Final = "firelet"
+
+
+@dataclass(frozen=True, slots=True)
+class CgroupLayout:
+    """Where each controller lives on this host."""
+
+    unified: str | None  # the cgroup2 mount point, if any
+    unified_controllers: frozenset[str]
+    v1: dict[str, str] = field(default_factory=dict)  # controller -> v1 mount point
+
+    def version_of(self, controller: str) -> str | None:
+        if controller in self.unified_controllers:
+            return "v2"
+        if controller in self.v1:
+            return "v1"
+        # cpu time on v2 comes with the cpu controller (cpu.stat is always there).
+        if controller == "cpuacct" and self.unified is not None:
+            return "v2"
+        return None
+
+    @property
+    def has_kill(self) -> bool:
+        return self.unified is not None and os.path.exists(
+            os.path.join(self.unified, "cgroup.kill")
+        )
+
+
+def detect(mounts_file: str = "/proc/self/mounts") -> CgroupLayout:
+    unified: str | None = None
+    v1: dict[str, str] = {}
+    with open(mounts_file) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) < 4:
+                continue
+            mountpoint, fstype, options = parts[1], parts[2], parts[3].split(",")
+            if fstype == "cgroup2" and unified is None:
+                unified = mountpoint
+            elif fstype == "cgroup":
+                for option in options:
+                    if option in CONTROLLERS and option not in v1:
+                        v1[option] = mountpoint
+    enabled: frozenset[str] = frozenset()
+    if unified is not None:
+        with contextlib.suppress(OSError), open(os.path.join(unified, "cgroup.controllers")) as f:
+            enabled = frozenset(f.read().split())
+    return CgroupLayout(unified, enabled, v1)
+
+
+def _write(path: str, value: str, step: str) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            os.write(fd, value.encode())
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise SandboxSetupError(step, exc.errno or 0, f"{path}: {exc.strerror}") from None
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+class SandboxCgroup:
+    """The cgroups of one sandbox (one leaf directory per hierarchy)."""
+
+    def __init__(self, layout: CgroupLayout, base: str, name: str) -> None:
+        self.layout = layout
+        self.base = base  # e.g. "firelet/h1234": one subtree per host process
+        self.name = name
+        # hierarchy key ("v2" or a v1 controller) -> leaf directory
+        self.dirs: dict[str, str] = {}
+
+    # --------------------------------------------------------------- create
+    @classmethod
+    def create(
+        cls, layout: CgroupLayout, base: str, name: str, limits: CgroupLimits
+    ) -> SandboxCgroup:
+        group = cls(layout, base, name)
+        try:
+            group._create(limits)
+        except BaseException:
+            group.destroy()
+            raise
+        return group
+
+    def _leaf(self, key: str, mountpoint: str) -> str:
+        parent = mountpoint
+        for part in self.base.split("/"):
+            path = os.path.join(parent, part)
+            if not os.path.isdir(path):
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(path, 0o755)
+            if key == "v2":
+                self._enable_v2_controllers(parent)
+            parent = path
+        if key == "v2":
+            self._enable_v2_controllers(parent)
+        leaf = os.path.join(parent, self.name)
+        try:
+            os.mkdir(leaf, 0o755)
+        except OSError as exc:
+            raise SandboxSetupError(
+                f"create cgroup {leaf}", exc.errno or 0, exc.strerror or ""
+            ) from None
+        self.dirs[key] = leaf
+        return leaf
+
+    def _enable_v2_controllers(self, parent: str) -> None:
+        wanted = [c for c in ("memory", "pids", "cpu") if c in self.layout.unified_controllers]
+        if not wanted:
+            return
+        with contextlib.suppress(OSError):
+            current = _read(os.path.join(parent, "cgroup.subtree_control")).split()
+            missing = [c for c in wanted if c not in current]
+            if missing:
+                _write(
+                    os.path.join(parent, "cgroup.subtree_control"),
+                    " ".join(f"+{c}" for c in missing),
+                    "enable cgroup v2 controllers",
+                )
+
+    def _create(self, limits: CgroupLimits) -> None:
+        layout = self.layout
+        if layout.unified is not None:
+            self._leaf("v2", layout.unified)
+        for controller in ("memory", "pids", "cpu", "cpuacct", "freezer"):
+            if layout.version_of(controller) == "v1":
+                self._leaf(controller, layout.v1[controller])
+        self._set_memory(limits)
+        self._set_pids(limits)
+        self._set_cpu(limits)
+
+    def _set_memory(self, limits: CgroupLimits) -> None:
+        if limits.memory_bytes is None:
+            return
+        version = self.layout.version_of("memory")
+        if version == "v2":
+            leaf = self.dirs["v2"]
+            _write(f"{leaf}/memory.max", str(limits.memory_bytes), "set memory.max")
+            if os.path.exists(f"{leaf}/memory.swap.max"):
+                _write(f"{leaf}/memory.swap.max", str(limits.swap_bytes), "set memory.swap.max")
+        elif version == "v1":
+            leaf = self.dirs["memory"]
+            _write(
+                f"{leaf}/memory.limit_in_bytes",
+                str(limits.memory_bytes),
+                "set memory.limit_in_bytes",
+            )
+            if os.path.exists(f"{leaf}/memory.memsw.limit_in_bytes"):
+                _write(
+                    f"{leaf}/memory.memsw.limit_in_bytes",
+                    str(limits.memory_bytes + limits.swap_bytes),
+                    "set memory.memsw.limit_in_bytes",
+                )
+        else:
+            raise SandboxSetupError("set memory limit", errno.ENOENT, "no memory cgroup controller")
+
+    def _set_pids(self, limits: CgroupLimits) -> None:
+        if limits.pids_max is None:
+            return
+        version = self.layout.version_of("pids")
+        if version is None:
+            raise SandboxSetupError("set pids limit", errno.ENOENT, "no pids cgroup controller")
+        leaf = self.dirs["v2" if version == "v2" else "pids"]
+        _write(f"{leaf}/pids.max", str(limits.pids_max), "set pids.max")
+
+    def _set_cpu(self, limits: CgroupLimits) -> None:
+        if limits.cpu_quota_us is None:
+            return
+        version = self.layout.version_of("cpu")
+        if version == "v2":
+            _write(
+                f"{self.dirs['v2']}/cpu.max",
+                f"{limits.cpu_quota_us} {limits.cpu_period_us}",
+                "set cpu.max",
+            )
+        elif version == "v1":
+            leaf = self.dirs["cpu"]
+            _write(f"{leaf}/cpu.cfs_period_us", str(limits.cpu_period_us), "set cpu.cfs_period_us")
+            _write(f"{leaf}/cpu.cfs_quota_us", str(limits.cpu_quota_us), "set cpu.cfs_quota_us")
+        # No cpu controller: the quota is best effort; `firelet check` says so.
+
+    # --------------------------------------------------------------- attach
+    def attach_self(self) -> None:
+        """Move the calling process into every leaf (children inherit)."""
+        pid = str(os.getpid())
+        for leaf in self.dirs.values():
+            _write(f"{leaf}/cgroup.procs", pid, f"join cgroup {leaf}")
+
+    # ------------------------------------------------------------ accounting
+    def memory_peak_path(self) -> str | None:
+        version = self.layout.version_of("memory")
+        if version == "v2":
+            path = f"{self.dirs['v2']}/memory.peak"
+            return path if os.path.exists(path) else None
+        if version == "v1":
+            return f"{self.dirs['memory']}/memory.max_usage_in_bytes"
+        return None
+
+    def stats(self) -> dict[str, int]:
+        """OOM kills, peak memory and cpu time, read before teardown."""
+        out = {"oom_kills": 0, "max_memory_bytes": 0, "cpu_ns": 0}
+        with contextlib.suppress(OSError, ValueError):
+            version = self.layout.version_of("memory")
+            if version == "v2":
+                events = _read(f"{self.dirs['v2']}/memory.events")
+                out["oom_kills"] = _field(events, "oom_kill")
+            elif version == "v1":
+                out["oom_kills"] = _field(
+                    _read(f"{self.dirs['memory']}/memory.oom_control"), "oom_kill"
+                )
+        with contextlib.suppress(OSError, ValueError):
+            path = self.memory_peak_path()
+            if path is not None:
+                out["max_memory_bytes"] = int(_read(path))
+        with contextlib.suppress(OSError, ValueError):
+            if "cpuacct" in self.dirs:
+                out["cpu_ns"] = int(_read(f"{self.dirs['cpuacct']}/cpuacct.usage"))
+            elif "v2" in self.dirs:
+                out["cpu_ns"] = _field(_read(f"{self.dirs['v2']}/cpu.stat"), "usage_usec") * 1000
+        return out
+
+    # -------------------------------------------------------------- destroy
+    def kill_all(self) -> None:
+        """SIGKILL every process left in the sandbox's cgroups."""
+        if "v2" in self.dirs and os.path.exists(f"{self.dirs['v2']}/cgroup.kill"):
+            with contextlib.suppress(OSError):
+                _write(f"{self.dirs['v2']}/cgroup.kill", "1", "cgroup.kill")
+        for leaf in self.dirs.values():
+            with contextlib.suppress(OSError):
+                for line in _read(f"{leaf}/cgroup.procs").split():
+                    with contextlib.suppress(ProcessLookupError, ValueError):
+                        os.kill(int(line), signal.SIGKILL)
+
+    def destroy(self, attempts: int = 50) -> bool:
+        """Kill what is left and remove every leaf. True when all are gone."""
+        self.kill_all()
+        if "memory" in self.dirs:
+            # Without this, removed v1 memory cgroups linger as dying cgroups.
+            with contextlib.suppress(OSError, SandboxSetupError):
+                _write(f"{self.dirs['memory']}/memory.force_empty", "0", "force_empty")
+        for _ in range(attempts):
+            for key, leaf in list(self.dirs.items()):
+                try:
+                    os.rmdir(leaf)
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    if exc.errno != errno.EBUSY:
+                        raise
+                    continue
+                del self.dirs[key]
+            if not self.dirs:
+                return True
+            self.kill_all()
+            time.sleep(0.001)
+        return False
+
+
+def _mountpoints(layout: CgroupLayout) -> list[str]:
+    points = [layout.unified] if layout.unified is not None else []
+    return points + sorted(set(layout.v1.values()))
+
+
+def remove_subtree(layout: CgroupLayout, base: str) -> None:
+    """Remove a host's (now empty) subtree, e.g. "firelet/h1234", everywhere."""
+    for mountpoint in _mountpoints(layout):
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.join(mountpoint, base))
+
+
+def prune_stale(layout: CgroupLayout) -> int:
+    """Remove subtrees left by host processes that no longer exist (a crash,
+    a SIGKILL): kill what is in them and rmdir. Returns how many went."""
+    removed = 0
+    for mountpoint in _mountpoints(layout):
+        root = os.path.join(mountpoint, BASE_NAME)
+        with contextlib.suppress(OSError):
+            for entry in os.listdir(root):
+                if not (entry.startswith("h") and entry[1:].isdigit()):
+                    continue
+                if os.path.exists(f"/proc/{entry[1:]}"):
+                    continue
+                subtree = os.path.join(root, entry)
+                for leaf in os.listdir(subtree):
+                    path = os.path.join(subtree, leaf)
+                    if os.path.isdir(path):
+                        stale = SandboxCgroup(layout, f"{BASE_NAME}/{entry}", leaf)
+                        stale.dirs = {"stale": path}
+                        stale.destroy(attempts=5)
+                with contextlib.suppress(OSError):
+                    os.rmdir(subtree)
+                    removed += 1
+    return removed
+
+
+def _field(text: str, name: str) -> int:
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key == name:
+            return int(value)
+    return 0
