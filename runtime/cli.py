@@ -1,9 +1,10 @@
-"""The `firelet` command: serve, invoke."""
+"""The `firelet` command: serve, invoke, check."""
 
 from __future__ import annotations
 
 import argparse
 import http.client
+import json
 import os
 import sys
 from pathlib import Path
@@ -38,10 +39,60 @@ def main(argv: list[str] | None = None) -> int:
         "--timeout", type=float, default=960.0, help="seconds to wait for the response"
     )
 
+    check = commands.add_parser(
+        "check", help="probe the kernel features firelet uses and say what is missing"
+    )
+    check.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _serve(args.config)
+    if args.command == "check":
+        return _check(args.json)
     return _invoke(args)
+
+
+def _check(as_json: bool) -> int:
+    from sandbox import features
+
+    found = features.probe()
+    missing = features.missing_required(found)
+    if as_json:
+        print(json.dumps([f.as_dict() for f in found], indent=2))
+    else:
+        print(features.format_table(found))
+        off = features.optional_off(found)
+        if missing:
+            print(f"\nmissing required: {', '.join(f.name for f in missing)}")
+        else:
+            print(f"\nall {sum(f.required for f in found)} required features are present", end="")
+            print(f"; optional off: {', '.join(f.name for f in off)}" if off else "")
+    return 1 if missing else 0
+
+
+def _kernel_features_ok() -> bool:
+    """Refuse to serve without a required feature; name the optional ones that are off."""
+    from sandbox import features
+
+    found = features.probe()
+    missing = features.missing_required(found)
+    if missing:
+        lines = ["firelet: cannot serve: required kernel features are missing:"]
+        for f in missing:
+            lines.append(f"  - {f.name}: {f.detail}")
+            lines.append(f"    remedy: {f.remedy}")
+        lines.append("run `firelet check` for the full list")
+        print("\n".join(lines), file=sys.stderr)
+        return False
+    off = features.optional_off(found)
+    if off:
+        print(
+            "firelet: optional kernel features off: "
+            + "; ".join(f"{f.name} ({f.detail})" for f in off)
+            + " (see `firelet check`)",
+            file=sys.stderr,
+        )
+    return True
 
 
 def _serve(config_path: str) -> int:
@@ -53,11 +104,7 @@ def _serve(config_path: str) -> int:
     except ConfigError as exc:
         print(f"firelet: config error: {exc}", file=sys.stderr)
         return 2
-    if os.geteuid() != 0:
-        print(
-            "firelet: serve needs root for namespaces and mounts (rootless mode is not built yet)",
-            file=sys.stderr,
-        )
+    if not _kernel_features_ok():
         return 2
     return serve(config)
 

@@ -28,6 +28,10 @@ from runtime.router import FunctionRouter
 from sandbox.spawner import Spawner
 
 
+# Lambda gives a runtime without extensions up to 300 ms after SIGTERM.
+SHUTDOWN_GRACE_S = 0.3
+
+
 class Host:
     """Everything one `firelet serve` runs; built by `serve()`, no globals."""
 
@@ -74,7 +78,7 @@ class Host:
     def stop(self) -> None:
         """Answer what is still waiting, kill every environment."""
         for router in self.routers.values():
-            router.stop()
+            router.stop(SHUTDOWN_GRACE_S)
             while router.pending:
                 invocation = router.pending.popleft()
                 invocation.on_complete(

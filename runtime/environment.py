@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 INIT_TIMEOUT_S: Final = 10.0
 # After /init/error the runtime is expected to exit; this is how long it gets.
 INIT_ERROR_GRACE_S: Final = 1.0
+# Output an environment may log per invocation (and during init).
+LOG_BUDGET_BYTES: Final = 8 * 1024 * 1024
 
 
 class EnvState(enum.Enum):
@@ -106,6 +108,7 @@ class Environment(LogSource):
         self._request_id = b"INIT"
         self._timeout_s = router.function.timeout_s
         self._memory_peak_fd = -1
+        self._log_budget = LOG_BUDGET_BYTES
 
     # ------------------------------------------------------------ lifecycle
     def _to(self, state: EnvState) -> None:
@@ -245,6 +248,7 @@ class Environment(LogSource):
         invocation.deadline_ms = int(time.time() * 1000) + invocation.timeout_ms
         rid = invocation.request_id.encode()
         self._request_id = rid
+        self._log_budget = LOG_BUDGET_BYTES
         self._timer = self._loop.call_later(invocation.timeout_ms / 1000, self._timed_out)
         self._log.platform(b"START RequestId: %s Version: $LATEST" % rid)
 
@@ -283,7 +287,18 @@ class Environment(LogSource):
 
     # ----------------------------------------------------------------- logs
     def log_output(self, line: bytes) -> None:
-        self._log.output(self._request_id, line)
+        # A function printing gigabytes must not fill the host's disk: past
+        # the budget, its lines are dropped (once noted) until the next invoke.
+        budget = self._log_budget - len(line)
+        self._log_budget = budget
+        if budget >= 0:
+            self._log.output(self._request_id, line)
+        elif budget + len(line) >= 0:
+            self._log.output(
+                self._request_id,
+                b"[firelet] more than %d bytes of output in one invocation; the rest is dropped"
+                % LOG_BUDGET_BYTES,
+            )
 
     def _report(self, invocation: Invocation, status: bytes) -> None:
         rid = invocation.request_id.encode()

@@ -81,8 +81,9 @@ class FunctionRouter:
         if self.pending and not self.stopped:
             self.env = self._new_environment(self)
 
-    def stop(self) -> None:
-        """Host shutdown: no new environments; the current one is killed."""
+    def stop(self, grace_s: float = 0.0) -> None:
+        """Host shutdown: no new environments; the current one gets SIGTERM
+        and, after `grace_s`, SIGKILL."""
         self.stopped = True
         if self.env is not None:
-            self.env.stop()
+            self.env.stop("shutdown", grace_s)

@@ -20,6 +20,7 @@ while true; do
     case "$event" in
         *exit1*) exit 1 ;;
         *exit0*) exit 0 ;;
+        *kill9*) kill -9 $$ ;;
         *segv*) exec /usr/bin/python3 -S -c 'import ctypes; ctypes.string_at(0)' ;;
         *big*) head -c 7340032 /dev/zero | tr '\0' 'a' > /tmp/big
                curl -sS -o /tmp/reply -w '%{http_code}' -X POST --data-binary @/tmp/big "$api/invocation/$id/response" > /tmp/code
@@ -135,6 +136,15 @@ def test_bootstrap_exit_mid_invoke_is_runtime_exit_error_and_next_invoke_reiniti
     after = client.invoke(FunctionName="crasher", Payload=b'"fine"')
     assert after["Payload"].read() == b'"fine"'
     crash_host.wait_for_log(r"(?s)Init Duration.*Init Duration")
+
+
+def test_bootstrap_killing_itself_is_signal_killed(crash_host):
+    result = crash_host.client().invoke(FunctionName="crasher", Payload=b'"kill9"')
+    request_id = result["ResponseMetadata"]["RequestId"]
+    assert _error(result) == {
+        "errorType": "Runtime.ExitError",
+        "errorMessage": f"RequestId: {request_id} Error: Runtime exited with error: signal: killed",
+    }
 
 
 def test_bootstrap_killed_by_signal_names_the_signal(crash_host):
