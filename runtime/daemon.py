@@ -27,7 +27,6 @@ from runtime.logs import FunctionLog, LogSink
 from runtime.router import FunctionRouter
 from sandbox.spawner import Spawner
 
-
 # Lambda gives a runtime without extensions up to 300 ms after SIGTERM.
 SHUTDOWN_GRACE_S = 0.3
 

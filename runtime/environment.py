@@ -300,17 +300,26 @@ class Environment(LogSource):
                 % LOG_BUDGET_BYTES,
             )
 
+    def _max_memory_mb(self) -> int:
+        """Peak memory of the environment so far, from its cgroup (one pread)."""
+        if self._memory_peak_fd < 0:
+            return 0
+        try:
+            return int(os.pread(self._memory_peak_fd, 32, 0)) >> 20
+        except (OSError, ValueError):
+            return 0
+
     def _report(self, invocation: Invocation, status: bytes) -> None:
         rid = invocation.request_id.encode()
         duration = (time.perf_counter_ns() - invocation.started_ns) / 1e6
-        line = (
-            b"REPORT RequestId: %s\tDuration: %.2f ms\tBilled Duration: %d ms\tMemory Size: %d MB\t"
-            % (
-                rid,
-                duration,
-                -(-duration // 1),
-                self.router.function.memory_mb,
-            )
+        line = b"REPORT RequestId: %s\tDuration: %.2f ms\tBilled Duration: %d ms\t" % (
+            rid,
+            duration,
+            -(-duration // 1),
+        )
+        line += b"Memory Size: %d MB\tMax Memory Used: %d MB\t" % (
+            self.router.function.memory_mb,
+            self._max_memory_mb(),
         )
         if self._report_init and self._init_ms is not None:
             line += b"Init Duration: %.2f ms\t" % self._init_ms

@@ -184,7 +184,7 @@ def test_bootstrap_output_reaches_host_log_with_request_id(start_host, stdlib_fu
     host.wait_for_log(rf"\[std\] END RequestId: {request_id}")
     host.wait_for_log(
         rf"\[std\] REPORT RequestId: {request_id}\tDuration: \d+\.\d\d ms\tBilled Duration: \d+ ms\t"
-        r"Memory Size: 128 MB\tInit Duration: \d+\.\d\d ms\t"
+        r"Memory Size: 128 MB\tMax Memory Used: [1-9]\d* MB\tInit Duration: \d+\.\d\d ms\t"
     )
 
 
