@@ -157,7 +157,8 @@ class SandboxCgroup:
                 self._leaf(controller, layout.v1[controller])
         self._set_memory(limits)
         self._set_pids(limits)
-        self._set_cpu(limits)
+        # The CPU quota is applied by `limit_cpu()` once the bootstrap has
+        # exec'd: the sandbox's own setup should not run at 7% of a CPU.
 
     def _set_memory(self, limits: CgroupLimits) -> None:
         if limits.memory_bytes is None:
@@ -193,7 +194,7 @@ class SandboxCgroup:
         leaf = self.dirs["v2" if version == "v2" else "pids"]
         _write(f"{leaf}/pids.max", str(limits.pids_max), "set pids.max")
 
-    def _set_cpu(self, limits: CgroupLimits) -> None:
+    def limit_cpu(self, limits: CgroupLimits) -> None:
         if limits.cpu_quota_us is None:
             return
         version = self.layout.version_of("cpu")
@@ -281,8 +282,9 @@ class SandboxCgroup:
                 del self.dirs[key]
             if not self.dirs:
                 return True
-            self.kill_all()
-            time.sleep(0.001)
+            if attempts > 1:
+                self.kill_all()
+                time.sleep(0.001)
         return False
 
 

@@ -89,9 +89,13 @@ class _Server:
         poller.register(wake_read, select.POLLIN)
         while True:
             try:
-                events = poller.poll()
+                # Cgroups still busy after their sandbox died are retried soon,
+                # without ever blocking a spawn on them.
+                events = poller.poll(5 if self._leftovers else None)
             except InterruptedError:
                 continue
+            if self._leftovers:
+                self._leftovers = [g for g in self._leftovers if not g.destroy(attempts=1)]
             for fd, _mask in events:
                 if fd == wake_read:
                     with contextlib.suppress(BlockingIOError):
@@ -190,9 +194,20 @@ class _Server:
             except OSError as exc:
                 reply = {"ok": False, "step": "pidfd_open", "errno": exc.errno, "message": str(exc)}
             else:
+                if group is not None and spec.cgroup is not None:
+                    try:
+                        group.limit_cpu(spec.cgroup)
+                    except SandboxSetupError as exc:
+                        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                        reply = {
+                            "ok": False,
+                            "step": exc.step,
+                            "errno": exc.errno,
+                            "message": exc.message,
+                        }
                 self.children[pid] = _Child(pidfd, status_read, group)
                 reply["memory_peak"] = group.memory_peak_path() if group is not None else None
-                self._send({"tag": tag, **reply}, [pidfd, log_read, *fds])
+                self._send({"tag": tag, **reply}, [pidfd, log_read, *fds] if reply["ok"] else [])
                 for fd in fds:
                     os.close(fd)
                 os.close(log_read)
@@ -205,7 +220,7 @@ class _Server:
         self._send({"tag": tag, **reply}, [])
 
     def _drop_group(self, group: SandboxCgroup | None) -> None:
-        if group is not None and not group.destroy():
+        if group is not None and not group.destroy(attempts=1):
             self._leftovers.append(group)
 
     def _reap(self) -> None:
@@ -231,8 +246,6 @@ class _Server:
             stats = state.group.stats() if state.group is not None else {}
             self._drop_group(state.group)
             self._send({"op": "exit", "pid": pid, "status": status, **stats}, [])
-        if self._leftovers:
-            self._leftovers = [g for g in self._leftovers if not g.destroy(attempts=1)]
 
     def _send(self, message: dict[str, Any], fds: list[int]) -> None:
         try:
@@ -359,6 +372,7 @@ class Spawner:
         self._processes: dict[int, SandboxProcess] = {}
         self._early_exits: dict[int, Exit] = {}
         self._reader_installed = False
+        self._reader_loop: asyncio.AbstractEventLoop | None = None
         self._lost: Callable[[], None] | None = None
 
     @classmethod
@@ -376,8 +390,12 @@ class Spawner:
         return cls(host_end, pid)
 
     def _ensure_reader(self) -> None:
-        if not self._reader_installed:
-            asyncio.get_running_loop().add_reader(self._sock.fileno(), self._on_readable)
+        loop = asyncio.get_running_loop()
+        if self._reader_loop is not loop:
+            # First use, or a new event loop (tests run several): watch the
+            # socket from the loop that awaits the replies.
+            loop.add_reader(self._sock.fileno(), self._on_readable)
+            self._reader_loop = loop
             self._reader_installed = True
 
     async def spawn(self, spec: SandboxSpec) -> SandboxProcess:
@@ -443,6 +461,7 @@ class Spawner:
         loop = asyncio.get_running_loop()
         loop.remove_reader(self._sock.fileno())
         self._reader_installed = False
+        self._reader_loop = None
         error = SpawnerError("the spawner process exited")
         for future in self._pending.values():
             if not future.done():
