@@ -27,7 +27,7 @@ from typing import NoReturn
 
 import orjson
 
-from sandbox import linux, mounts, netns, privileges
+from sandbox import linux, mounts, netns, privileges, seccomp
 from sandbox.cgroups import SandboxCgroup
 from sandbox.spec import SandboxSpec
 
@@ -50,6 +50,7 @@ def stage_a(
     log_write: int,
     status_write: int,
     group: SandboxCgroup | None,
+    seccomp_bpf: bytes | None = None,
 ) -> NoReturn:
     """Runs in the spawner's fresh child. Reports one message on `report`."""
     step = "join cgroups"
@@ -74,7 +75,7 @@ def stage_a(
             os.close(error_read)
             if listener is not None:
                 listener.close()
-            stage_b(spec, error_write, log_write, status_write)
+            stage_b(spec, error_write, log_write, status_write, seccomp_bpf)
         os.close(error_write)
         os.close(log_write)
         os.close(status_write)
@@ -91,7 +92,13 @@ def stage_a(
         os._exit(_EXIT_FAILED)
 
 
-def stage_b(spec: SandboxSpec, error_write: int, log_write: int, status_write: int) -> NoReturn:
+def stage_b(
+    spec: SandboxSpec,
+    error_write: int,
+    log_write: int,
+    status_write: int,
+    seccomp_bpf: bytes | None,
+) -> NoReturn:
     """Pid 1 of the new pid namespace: build the root, start the bootstrap,
     then stay as its init (reap orphans, forward signals, report its status).
 
@@ -111,7 +118,7 @@ def stage_b(spec: SandboxSpec, error_write: int, log_write: int, status_write: i
         pid = os.fork()
         if pid == 0:
             os.close(status_write)
-            stage_c(spec, error_write, log_write)
+            stage_c(spec, error_write, log_write, seccomp_bpf)
         step = "drop privileges of the sandbox init"
         _close_all_but({status_write, error_write})
         null = os.open("/dev/null", os.O_RDWR)
@@ -130,7 +137,9 @@ def stage_b(spec: SandboxSpec, error_write: int, log_write: int, status_write: i
     _init_loop(pid, status_write)
 
 
-def stage_c(spec: SandboxSpec, error_write: int, log_write: int) -> NoReturn:
+def stage_c(
+    spec: SandboxSpec, error_write: int, log_write: int, seccomp_bpf: bytes | None
+) -> NoReturn:
     """The bootstrap's process: stdio, fds, limits, privileges, seccomp, exec."""
     step = "start"
     try:
@@ -162,9 +171,10 @@ def stage_c(spec: SandboxSpec, error_write: int, log_write: int) -> NoReturn:
         privileges.clear_all_capabilities()
         step = "set no_new_privs"
         privileges.no_new_privs()
-        if spec.seccomp is not None:
+        if seccomp_bpf is not None:
+            # Last before exec: the filter was compiled once by the spawner.
             step = f"load seccomp profile {spec.seccomp}"
-            _load_seccomp(spec.seccomp)
+            seccomp.load(seccomp_bpf)
         step = f"exec {spec.argv[0]}"
         os.execve(spec.argv[0], list(spec.argv), dict(spec.env))
     except BaseException as exc:
@@ -208,12 +218,6 @@ def _forward(pid: int, signum: int) -> None:
 
 def _setrlimit(which: int, value: int) -> None:
     resource.setrlimit(which, (value, value))
-
-
-def _load_seccomp(profile: str) -> None:
-    from sandbox import seccomp
-
-    seccomp.load_profile(profile)
 
 
 def _close_all_but(keep: set[int]) -> None:

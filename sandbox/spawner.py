@@ -31,9 +31,11 @@ from typing import Any, NoReturn
 
 import orjson
 
-from sandbox import cgroups, child, linux
+from sandbox import cgroups, child, linux, seccomp
 from sandbox.cgroups import CgroupLayout, SandboxCgroup
 from sandbox.errors import SandboxSetupError, SpawnerError
+from sandbox.seccomp import SeccompError
+from sandbox.seccomp_profile import get_profile
 from sandbox.spec import SandboxSpec
 
 _MAX_MESSAGE = 256 * 1024
@@ -73,6 +75,7 @@ class _Server:
         self.cgroup_base = f"{cgroups.BASE_NAME}/h{os.getpid()}"
         self._leftovers: list[SandboxCgroup] = []
         self._serial = 0
+        self._bpf: dict[str, bytes] = {}  # seccomp profile name -> compiled program
 
     def layout(self) -> CgroupLayout:
         if self._layout is None:
@@ -119,7 +122,35 @@ class _Server:
         elif message.get("op") == "shutdown":
             self._shutdown()
 
+    def _seccomp_program(self, name: str) -> bytes:
+        program = self._bpf.get(name)
+        if program is None:
+            try:
+                program = seccomp.export_bpf(get_profile(name))
+            except ValueError as exc:
+                raise SandboxSetupError(f"seccomp profile {name}", 0, str(exc)) from None
+            except SeccompError as exc:
+                raise SandboxSetupError(f"seccomp profile {name}", 0, str(exc)) from None
+            self._bpf[name] = program
+        return program
+
     def _spawn(self, tag: int, spec: SandboxSpec) -> None:
+        program: bytes | None = None
+        if spec.seccomp is not None:
+            try:
+                program = self._seccomp_program(spec.seccomp)
+            except SandboxSetupError as exc:
+                self._send(
+                    {
+                        "tag": tag,
+                        "ok": False,
+                        "step": exc.step,
+                        "errno": exc.errno,
+                        "message": exc.message,
+                    },
+                    [],
+                )
+                return
         group: SandboxCgroup | None = None
         if spec.cgroup is not None:
             self._serial += 1
@@ -161,7 +192,7 @@ class _Server:
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             os.set_blocking(status_write, True)
-            child.stage_a(spec, report_child, log_write, status_write, group)
+            child.stage_a(spec, report_child, log_write, status_write, group, program)
         report_child.close()
         os.close(log_write)
         os.close(status_write)

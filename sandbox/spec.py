@@ -120,7 +120,7 @@ class SandboxSpec:
     cgroup: CgroupLimits | None = None
     rlimits: Rlimits = Rlimits()
     # Name of a seccomp profile (sandbox.seccomp_profile); None loads none.
-    seccomp: str | None = None
+    seccomp: str | None = "default"
     labels: dict[str, str] = field(default_factory=dict)
 
     def to_wire(self) -> dict[str, Any]:
