@@ -13,6 +13,7 @@ import binascii
 import json
 import os
 import re
+import time
 import uuid
 from collections.abc import Mapping
 from typing import Final
@@ -57,8 +58,6 @@ def _request_id() -> str:
 
 def trace_id() -> bytes:
     """An X-Ray trace header: Root=1-<8 hex time>-<24 hex>;Parent=<16 hex>;Sampled=0."""
-    import time
-
     raw = os.urandom(20).hex().encode()
     return b"Root=1-%08x-%s;Parent=%s;Sampled=0" % (int(time.time()), raw[:24], raw[24:40])
 
@@ -145,33 +144,26 @@ class InvokeApi:
         if invocation_type == b"DryRun":
             conn.respond(204, b"x-amzn-RequestId: %s\r\n" % _request_id().encode())
             return
-        client_context = None
-        if invocation_type == b"RequestResponse":
-            client_context = _client_context(headers.get(b"x-amz-client-context"))
         request_id = _request_id()
         if invocation_type == b"Event":
             # Fire and forget; retries and a durable queue come with async events.
-            invocation = Invocation(
+            on_complete, client_context = _discard, None
+        else:
+            on_complete = _Reply(conn, b"$LATEST" if qualifier is None else qualifier.encode()).send
+            client_context = _client_context(headers.get(b"x-amz-client-context"))
+        router.submit(
+            Invocation(
                 request_id,
                 payload,
                 invoked_arn,
                 router.function.timeout_s * 1000,
                 trace_id(),
-                _discard,
+                on_complete,
+                client_context=client_context,
             )
-            router.submit(invocation)
-            conn.respond(202, b"x-amzn-RequestId: %s\r\n" % request_id.encode())
-            return
-        invocation = Invocation(
-            request_id,
-            payload,
-            invoked_arn,
-            router.function.timeout_s * 1000,
-            trace_id(),
-            _Reply(conn, b"$LATEST" if qualifier is None else qualifier.encode()).send,
-            client_context=client_context,
         )
-        router.submit(invocation)
+        if invocation_type == b"Event":
+            conn.respond(202, b"x-amzn-RequestId: %s\r\n" % request_id.encode())
 
     def _resolve(
         self, name_text: str, query_qualifier: str | None

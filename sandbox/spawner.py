@@ -134,22 +134,19 @@ class _Server:
             self._bpf[name] = program
         return program
 
+    def _fail(self, tag: int, exc: SandboxSetupError) -> None:
+        self._send(
+            {"tag": tag, "ok": False, "step": exc.step, "errno": exc.errno, "message": exc.message},
+            [],
+        )
+
     def _spawn(self, tag: int, spec: SandboxSpec) -> None:
         program: bytes | None = None
         if spec.seccomp is not None:
             try:
                 program = self._seccomp_program(spec.seccomp)
             except SandboxSetupError as exc:
-                self._send(
-                    {
-                        "tag": tag,
-                        "ok": False,
-                        "step": exc.step,
-                        "errno": exc.errno,
-                        "message": exc.message,
-                    },
-                    [],
-                )
+                self._fail(tag, exc)
                 return
         group: SandboxCgroup | None = None
         if spec.cgroup is not None:
@@ -158,16 +155,7 @@ class _Server:
             try:
                 group = SandboxCgroup.create(self.layout(), self.cgroup_base, name, spec.cgroup)
             except SandboxSetupError as exc:
-                self._send(
-                    {
-                        "tag": tag,
-                        "ok": False,
-                        "step": exc.step,
-                        "errno": exc.errno,
-                        "message": exc.message,
-                    },
-                    [],
-                )
+                self._fail(tag, exc)
                 return
         log_read, log_write = os.pipe()
         status_read, status_write = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)

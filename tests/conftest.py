@@ -220,23 +220,29 @@ def _copy(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
-@pytest.fixture
-def stdlib_function(tmp_path: Path) -> Path:
-    code = tmp_path / "code" / "stdlib"
+def function_from(base: Path, name: str, bootstrap: str) -> Path:
+    """A code dir `base/name` holding tests/functions/<bootstrap> as its bootstrap."""
+    code = base / name
     code.mkdir(parents=True)
-    (code / "bootstrap").write_bytes((FUNCTIONS / "py_stdlib_bootstrap").read_bytes())
+    (code / "bootstrap").write_bytes((FUNCTIONS / bootstrap).read_bytes())
     (code / "bootstrap").chmod(0o755)
     return code
+
+
+@pytest.fixture
+def stdlib_function(tmp_path: Path) -> Path:
+    return function_from(tmp_path / "code", "stdlib", "py_stdlib_bootstrap")
 
 
 @pytest.fixture
 def probe_function(tmp_path: Path) -> Path:
     """A function that runs the Python snippet in event["code"] (see probe_bootstrap)."""
-    code = tmp_path / "code" / "probe"
-    code.mkdir(parents=True)
-    (code / "bootstrap").write_bytes((FUNCTIONS / "probe_bootstrap").read_bytes())
-    (code / "bootstrap").chmod(0o755)
-    return code
+    return function_from(tmp_path / "code", "probe", "probe_bootstrap")
+
+
+@pytest.fixture
+def py_echo(tmp_path: Path) -> Path:
+    return function_from(tmp_path / "code", "py-echo", "py_echo_bootstrap")
 
 
 def probe(host: FireletHost, function: str, code: str) -> Any:
@@ -247,15 +253,6 @@ def probe(host: FireletHost, function: str, code: str) -> Any:
     assert status == 200, body
     assert "x-amz-function-error" not in headers, body
     return json.loads(body)
-
-
-@pytest.fixture
-def py_echo(tmp_path: Path) -> Path:
-    code = tmp_path / "code" / "py-echo"
-    code.mkdir(parents=True)
-    (code / "bootstrap").write_bytes((FUNCTIONS / "py_echo_bootstrap").read_bytes())
-    (code / "bootstrap").chmod(0o755)
-    return code
 
 
 @pytest.fixture

@@ -15,14 +15,11 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import FUNCTIONS, FireletHost
+from tests.conftest import FireletHost, function_from
 
 
 def _probe_code(base: Path, name: str) -> Path:
-    code = base / name
-    code.mkdir(parents=True)
-    (code / "bootstrap").write_bytes((FUNCTIONS / "probe_bootstrap").read_bytes())
-    (code / "bootstrap").chmod(0o755)
+    code = function_from(base, name, "probe_bootstrap")
     (code / "secret.txt").write_text(f"code of {name}\n")
     return code
 
