@@ -23,7 +23,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -83,20 +82,22 @@ def invoke_request(function: str, payload: bytes) -> bytes:
 
 
 class LoopbackEcho:
-    """The floor: a blocking Python TCP echo server on loopback."""
+    """The floor: one TCP round trip to a blocking echo server in another
+    process (as the host is), both in Python."""
 
     def __init__(self) -> None:
         self.server = socket.create_server(("127.0.0.1", 0))
         self.port = self.server.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
+        self.pid = os.fork()
+        if self.pid == 0:
+            conn, _ = self.server.accept()
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            while data := conn.recv(65536):
+                conn.sendall(data)
+            os._exit(0)
+        self.server.close()
         self.client = socket.create_connection(("127.0.0.1", self.port))
         self.client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def _serve(self) -> None:
-        conn, _ = self.server.accept()
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        while data := conn.recv(65536):
-            conn.sendall(data)
 
     def round_trip(self) -> None:
         self.client.sendall(b"x" * 64)
@@ -104,8 +105,14 @@ class LoopbackEcho:
         while received < 64:
             received += len(self.client.recv(65536))
 
+    def close(self) -> None:
+        self.client.close()
+        os.waitpid(self.pid, 0)
 
-def start_host(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
+
+def start_host(
+    workdir: Path, memory_mb: int, cpu_quota: str
+) -> tuple[subprocess.Popen[bytes], int]:
     echo = workdir / "echo"
     echo.mkdir()
     shutil.copy(ECHO_BOOTSTRAP, echo / "bootstrap")
@@ -130,9 +137,9 @@ def start_host(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
     (ric / "bootstrap").chmod(0o755)
     config = workdir / "firelet.toml"
     config.write_text(
-        '[server]\nlisten = "127.0.0.1:0"\nstate_dir = "state"\n\n'
-        '[functions.echo]\ncode = "echo"\ntimeout_s = 30\n\n'
-        '[functions.ric]\ncode = "ric"\nhandler = "app.handler"\ntimeout_s = 30\n'
+        f'[server]\nlisten = "127.0.0.1:0"\nstate_dir = "state"\ncpu_quota = "{cpu_quota}"\n\n'
+        f'[functions.echo]\ncode = "echo"\ntimeout_s = 30\nmemory_mb = {memory_mb}\n\n'
+        f'[functions.ric]\ncode = "ric"\nhandler = "app.handler"\ntimeout_s = 30\nmemory_mb = {memory_mb}\n'
     )
     log = open(workdir / "host.log", "wb")  # noqa: SIM115 - lives as long as the host
     host = subprocess.Popen(
@@ -174,10 +181,17 @@ def main() -> int:
         "--plot", action="store_true", help="also write a latency CDF PNG (needs matplotlib)"
     )
     parser.add_argument("--no-save", action="store_true")
+    parser.add_argument(
+        "--memory-mb",
+        type=int,
+        default=1769,
+        help="function memory; 1769 = one full vCPU under Lambda's proportional CPU (default)",
+    )
+    parser.add_argument("--cpu-quota", choices=("proportional", "none"), default="proportional")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="firelet-bench-"))
-    host, port = start_host(workdir)
+    host, port = start_host(workdir, args.memory_mb, args.cpu_quota)
     try:
         payload = b'{"bench": true}'
         floor = LoopbackEcho()
@@ -202,6 +216,7 @@ def main() -> int:
             floor.round_trip()
             samples["floor_python_tcp_round_trip"].append((clock() - t0) / 1000)
         elapsed = time.perf_counter() - started
+        floor.close()
     finally:
         host.send_signal(signal.SIGTERM)
         try:
@@ -227,6 +242,8 @@ def main() -> int:
             "count": args.count,
             "warmup": args.warmup,
             "payload_bytes": len(payload),
+            "memory_mb": args.memory_mb,
+            "cpu_quota": args.cpu_quota,
             "client": "raw socket, one keep-alive connection per function, prebuilt request",
             "path": "client -> Invoke API -> router -> sandboxed runtime /next -> /response -> client",
         },
