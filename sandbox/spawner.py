@@ -26,6 +26,7 @@ import signal
 import socket
 import struct
 import sys
+import time
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -59,18 +60,58 @@ def _recv(sock: socket.socket) -> tuple[bytes, list[int]]:
 class _Child:
     """What the spawner keeps per running sandbox."""
 
-    __slots__ = ("group", "pidfd", "status_read")
+    __slots__ = ("group", "pid", "pidfd", "silent", "status_read")
 
-    def __init__(self, pidfd: int, status_read: int, group: SandboxCgroup | None) -> None:
+    def __init__(
+        self,
+        pid: int,
+        pidfd: int,
+        status_read: int,
+        group: SandboxCgroup | None,
+        silent: bool = False,
+    ) -> None:
+        self.pid = pid
         self.pidfd = pidfd
         self.status_read = status_read
         self.group = group
+        self.silent = silent  # the host was told the spawn failed: no exit message
+
+
+class _Pending:
+    """A sandbox being built: stage A is running, its report has not come."""
+
+    __slots__ = ("deadline", "group", "log_read", "pid_a", "report", "spec", "status_read", "tag")
+
+    def __init__(
+        self,
+        tag: int,
+        spec: SandboxSpec,
+        pid_a: int,
+        report: socket.socket,
+        log_read: int,
+        status_read: int,
+        group: SandboxCgroup | None,
+    ) -> None:
+        self.tag = tag
+        self.spec = spec
+        self.pid_a = pid_a
+        self.report = report
+        self.log_read = log_read
+        self.status_read = status_read
+        self.group = group
+        self.deadline = time.monotonic() + _SPAWN_TIMEOUT_S
 
 
 class _Server:
+    """Builds many sandboxes at once: a spawn only blocks the spawner for its
+    fork; the rest happens in the children while other requests are served.
+    Sandboxes are reaped through their pidfds, so no SIGCHLD handling."""
+
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self.children: dict[int, _Child] = {}  # pid of the sandbox init -> its state
+        self.poller = select.poll()
+        self.pending: dict[int, _Pending] = {}  # report fd -> spawn in progress
+        self.children: dict[int, _Child] = {}  # pidfd -> running sandbox init
         self._layout: CgroupLayout | None = None
         self.cgroup_base = f"{cgroups.BASE_NAME}/h{os.getpid()}"
         self._leftovers: list[SandboxCgroup] = []
@@ -84,28 +125,56 @@ class _Server:
         return self._layout
 
     def serve(self) -> NoReturn:
-        wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        signal.set_wakeup_fd(wake_write)
-        signal.signal(signal.SIGCHLD, lambda *_: None)
-        poller = select.poll()
-        poller.register(self.sock.fileno(), select.POLLIN)
-        poller.register(wake_read, select.POLLIN)
+        self.poller.register(self.sock.fileno(), select.POLLIN)
         while True:
             try:
-                # Cgroups still busy after their sandbox died are retried soon,
-                # without ever blocking a spawn on them.
-                events = poller.poll(5 if self._leftovers else None)
+                events = self.poller.poll(self._poll_timeout_ms())
             except InterruptedError:
                 continue
             if self._leftovers:
                 self._leftovers = [g for g in self._leftovers if not g.destroy(attempts=1)]
             for fd, _mask in events:
-                if fd == wake_read:
-                    with contextlib.suppress(BlockingIOError):
-                        os.read(wake_read, 4096)
-                    self._reap()
-                else:
+                if fd == self.sock.fileno():
                     self._request()
+                elif fd in self.pending:
+                    self._finish(self.pending.pop(fd))
+                elif fd in self.children:
+                    self._reap(self.children.pop(fd))
+            self._reap_strays()
+            if self.pending:
+                now = time.monotonic()
+                for fd, spawn in list(self.pending.items()):
+                    if spawn.deadline <= now:
+                        del self.pending[fd]
+                        self._finish(spawn, timed_out=True)
+
+    def _reap_strays(self) -> None:
+        """Reap children we do not track (the init of a sandbox whose stage A
+        was killed before reporting it); tracked ones are reaped by pidfd."""
+        while True:
+            try:
+                found = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                return
+            if found is None:
+                return
+            tracked = {c.pid for c in self.children.values()} | {
+                p.pid_a for p in self.pending.values()
+            }
+            if found.si_pid in tracked:
+                return
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(found.si_pid, os.WNOHANG)
+
+    def _poll_timeout_ms(self) -> int | None:
+        # Cgroups still busy after their sandbox died are retried soon,
+        # without ever blocking a spawn on them.
+        timeout = 5 if self._leftovers else None
+        if self.pending:
+            nearest = min(p.deadline for p in self.pending.values()) - time.monotonic()
+            ms = max(0, int(nearest * 1000) + 1)
+            timeout = ms if timeout is None else min(timeout, ms)
+        return timeout
 
     def _request(self) -> None:
         try:
@@ -127,36 +196,28 @@ class _Server:
         if program is None:
             try:
                 program = seccomp.export_bpf(get_profile(name))
-            except ValueError as exc:
-                raise SandboxSetupError(f"seccomp profile {name}", 0, str(exc)) from None
-            except SeccompError as exc:
+            except (ValueError, SeccompError) as exc:
                 raise SandboxSetupError(f"seccomp profile {name}", 0, str(exc)) from None
             self._bpf[name] = program
         return program
 
-    def _fail(self, tag: int, exc: SandboxSetupError) -> None:
-        self._send(
-            {"tag": tag, "ok": False, "step": exc.step, "errno": exc.errno, "message": exc.message},
-            [],
-        )
+    def _fail(self, tag: int, step: str, errno: int, message: str) -> None:
+        self._send({"tag": tag, "ok": False, "step": step, "errno": errno, "message": message}, [])
 
     def _spawn(self, tag: int, spec: SandboxSpec) -> None:
+        """Start building a sandbox; `_finish` completes it."""
         program: bytes | None = None
-        if spec.seccomp is not None:
-            try:
-                program = self._seccomp_program(spec.seccomp)
-            except SandboxSetupError as exc:
-                self._fail(tag, exc)
-                return
         group: SandboxCgroup | None = None
-        if spec.cgroup is not None:
-            self._serial += 1
-            name = f"{spec.labels.get('function', 'sandbox')}-{self._serial}"
-            try:
+        try:
+            if spec.seccomp is not None:
+                program = self._seccomp_program(spec.seccomp)
+            if spec.cgroup is not None:
+                self._serial += 1
+                name = f"{spec.labels.get('function', 'sandbox')}-{self._serial}"
                 group = SandboxCgroup.create(self.layout(), self.cgroup_base, name, spec.cgroup)
-            except SandboxSetupError as exc:
-                self._fail(tag, exc)
-                return
+        except SandboxSetupError as exc:
+            self._fail(tag, exc.step, exc.errno, exc.message)
+            return
         log_read, log_write = os.pipe()
         status_read, status_write = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         report_parent, report_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -168,103 +229,110 @@ class _Server:
             report_parent.close()
             report_child.close()
             self._drop_group(group)
-            self._send(
-                {"tag": tag, "ok": False, "step": "fork", "errno": exc.errno, "message": str(exc)},
-                [],
-            )
+            self._fail(tag, "fork", exc.errno or 0, str(exc))
             return
         if pid_a == 0:
             report_parent.close()
             os.close(log_read)
             os.close(status_read)
-            signal.set_wakeup_fd(-1)
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             os.set_blocking(status_write, True)
             child.stage_a(spec, report_child, log_write, status_write, group, program)
         report_child.close()
         os.close(log_write)
         os.close(status_write)
-        reply: dict[str, Any]
+        spawn = _Pending(tag, spec, pid_a, report_parent, log_read, status_read, group)
+        self.pending[report_parent.fileno()] = spawn
+        self.poller.register(report_parent.fileno(), select.POLLIN)
+
+    def _finish(self, spawn: _Pending, timed_out: bool = False) -> None:
+        """Stage A reported (or ran out of time): answer the host."""
+        self.poller.unregister(spawn.report.fileno())
         fds: list[int] = []
-        try:
-            ready, _, _ = select.select([report_parent], [], [], _SPAWN_TIMEOUT_S)
-            if not ready:
-                os.kill(pid_a, signal.SIGKILL)
-                reply = {"ok": False, "step": "wait for exec", "errno": 0, "message": "timed out"}
-            else:
-                data, fds = _recv(report_parent)
-                reply = (
-                    orjson.loads(data)
-                    if data
-                    else {
-                        "ok": False,
-                        "step": "stage A",
-                        "errno": 0,
-                        "message": "exited without a report",
-                    }
-                )
-        finally:
-            report_parent.close()
-            _wait_exact(pid_a)
+        if timed_out:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(spawn.pid_a, signal.SIGKILL)
+            reply: dict[str, Any] = {
+                "ok": False,
+                "step": "wait for exec",
+                "errno": 0,
+                "message": "timed out",
+            }
+        else:
+            data, fds = _recv(spawn.report)
+            reply = (
+                orjson.loads(data)
+                if data
+                else {
+                    "ok": False,
+                    "step": "stage A",
+                    "errno": 0,
+                    "message": "exited without a report",
+                }
+            )
+        spawn.report.close()
+        # Stage A exits right after its report; once it is reaped, the sandbox
+        # init is our child (we are a subreaper).
+        _wait_exact(spawn.pid_a)
+        group = spawn.group
         if reply.get("ok"):
-            pid = reply["pid"]
             try:
-                pidfd = os.pidfd_open(pid)
+                pidfd = os.pidfd_open(reply["pid"])
+                if group is not None and spawn.spec.cgroup is not None:
+                    group.limit_cpu(spawn.spec.cgroup)
             except OSError as exc:
                 reply = {"ok": False, "step": "pidfd_open", "errno": exc.errno, "message": str(exc)}
-            else:
-                if group is not None and spec.cgroup is not None:
-                    try:
-                        group.limit_cpu(spec.cgroup)
-                    except SandboxSetupError as exc:
-                        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-                        reply = {
-                            "ok": False,
-                            "step": exc.step,
-                            "errno": exc.errno,
-                            "message": exc.message,
-                        }
-                self.children[pid] = _Child(pidfd, status_read, group)
-                reply["memory_peak"] = group.memory_peak_path() if group is not None else None
-                self._send({"tag": tag, **reply}, [pidfd, log_read, *fds] if reply["ok"] else [])
-                for fd in fds:
-                    os.close(fd)
-                os.close(log_read)
-                return
+            except SandboxSetupError as exc:
+                # Limits could not be applied: this sandbox must not run. It is
+                # still reaped through its pidfd, silently.
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                self._track(_Child(reply["pid"], pidfd, spawn.status_read, group, silent=True))
+                group = None
+                spawn.status_read = -1
+                reply = {"ok": False, "step": exc.step, "errno": exc.errno, "message": exc.message}
+        if reply.get("ok"):
+            self._track(_Child(reply["pid"], pidfd, spawn.status_read, group))
+            reply["memory_peak"] = group.memory_peak_path() if group is not None else None
+            self._send({"tag": spawn.tag, **reply}, [pidfd, spawn.log_read, *fds])
+            for fd in fds:
+                os.close(fd)
+            os.close(spawn.log_read)
+            return
         for fd in fds:
             os.close(fd)
-        os.close(log_read)
-        os.close(status_read)
+        os.close(spawn.log_read)
+        if spawn.status_read >= 0:
+            os.close(spawn.status_read)
         self._drop_group(group)
-        self._send({"tag": tag, **reply}, [])
+        self._send({"tag": spawn.tag, **reply}, [])
+
+    def _track(self, state: _Child) -> None:
+        self.children[state.pidfd] = state
+        self.poller.register(state.pidfd, select.POLLIN)
 
     def _drop_group(self, group: SandboxCgroup | None) -> None:
         if group is not None and not group.destroy(attempts=1):
             self._leftovers.append(group)
 
-    def _reap(self) -> None:
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if pid == 0:
-                break
-            state = self.children.pop(pid, None)
-            if state is None:
-                continue
-            os.close(state.pidfd)
-            try:
+    def _reap(self, state: _Child) -> None:
+        """A sandbox init ended (its pidfd is readable): collect and report."""
+        self.poller.unregister(state.pidfd)
+        try:
+            status = _wait_status(os.waitid(os.P_PIDFD, state.pidfd, os.WEXITED))
+        except ChildProcessError:
+            status = 0
+        os.close(state.pidfd)
+        raw = b""
+        if state.status_read >= 0:
+            with contextlib.suppress(OSError):
                 raw = os.read(state.status_read, 4)
-            except OSError:
-                raw = b""
             os.close(state.status_read)
-            if len(raw) == 4:
-                # The init reported how the bootstrap itself ended.
-                status = struct.unpack("<i", raw)[0]
-            stats = state.group.stats() if state.group is not None else {}
-            self._drop_group(state.group)
-            self._send({"op": "exit", "pid": pid, "status": status, **stats}, [])
+        if len(raw) == 4:
+            # The init reported how the bootstrap itself ended.
+            status = struct.unpack("<i", raw)[0]
+        stats = state.group.stats() if state.group is not None else {}
+        self._drop_group(state.group)
+        if not state.silent:
+            self._send({"op": "exit", "pid": state.pid, "status": status, **stats}, [])
 
     def _send(self, message: dict[str, Any], fds: list[int]) -> None:
         try:
@@ -276,6 +344,9 @@ class _Server:
         for state in self.children.values():
             with contextlib.suppress(OSError):
                 signal.pidfd_send_signal(state.pidfd, signal.SIGKILL)
+        for spawn in self.pending.values():
+            with contextlib.suppress(OSError):
+                os.kill(spawn.pid_a, signal.SIGKILL)
         for state in self.children.values():
             if state.group is not None:
                 state.group.destroy()
@@ -284,6 +355,15 @@ class _Server:
         if self._layout is not None:
             cgroups.remove_subtree(self._layout, self.cgroup_base)
         os._exit(0)
+
+
+def _wait_status(result: os.waitid_result) -> int:
+    """A waitid() result as the classic wait status int (os.waitstatus_to_exitcode reads it)."""
+    if result.si_code == os.CLD_EXITED:
+        return (result.si_status & 0xFF) << 8
+    if result.si_code == os.CLD_DUMPED:
+        return result.si_status | 0x80
+    return result.si_status
 
 
 def _wait_exact(pid: int) -> None:
