@@ -135,7 +135,6 @@ def function_spec(
     function: FunctionConfig, server: ServerConfig, system: tuple[Mount, ...]
 ) -> SandboxSpec:
     mounts: tuple[Mount, ...] = (
-        *system,
         RoBind(str(Path(function.code)), TASK_ROOT),
         Dir(RUNTIME_DIR),
         Dir("/opt"),
@@ -147,6 +146,7 @@ def function_spec(
         argv=(f"{TASK_ROOT}/bootstrap",),
         env=lambda_environment(function, server),
         mounts=mounts,
+        base=system,
         cwd=TASK_ROOT,
         hostname="localhost",
         listen_port=RUNTIME_API_PORT,

@@ -51,6 +51,7 @@ def stage_a(
     status_write: int,
     group: SandboxCgroup | None,
     seccomp_bpf: bytes | None = None,
+    template: str | None = None,
 ) -> NoReturn:
     """Runs in the spawner's fresh child. Reports one message on `report`."""
     step = "join cgroups"
@@ -75,7 +76,7 @@ def stage_a(
             os.close(error_read)
             if listener is not None:
                 listener.close()
-            stage_b(spec, error_write, log_write, status_write, seccomp_bpf)
+            stage_b(spec, error_write, log_write, status_write, seccomp_bpf, template)
         os.close(error_write)
         os.close(log_write)
         os.close(status_write)
@@ -98,6 +99,7 @@ def stage_b(
     log_write: int,
     status_write: int,
     seccomp_bpf: bytes | None,
+    template: str | None = None,
 ) -> NoReturn:
     """Pid 1 of the new pid namespace: build the root, start the bootstrap,
     then stay as its init (reap orphans, forward signals, report its status).
@@ -111,25 +113,32 @@ def stage_b(
         if "uts" in spec.namespaces:
             step = f"sethostname {spec.hostname}"
             linux.sethostname(spec.hostname)
-        for item in mounts.plan(spec):
+        for item in mounts.plan(spec, template):
             step = item.name
             item.apply()
+        # Privileges go before the fork, once: the bootstrap inherits the
+        # dropped state, and the init keeps nothing the bootstrap lacks.
+        step = "drop the capability bounding set"
+        privileges.drop_bounding_set()
+        step = "lock securebits"
+        privileges.lock_securebits()
+        step = f"switch to uid {spec.uid} gid {spec.gid}"
+        privileges.become(spec.uid, spec.gid)
+        step = "clear capabilities"
+        privileges.clear_all_capabilities()
+        step = "set no_new_privs"
+        privileges.no_new_privs()
         step = "fork the bootstrap"
         pid = os.fork()
         if pid == 0:
             os.close(status_write)
             stage_c(spec, error_write, log_write, seccomp_bpf)
-        step = "drop privileges of the sandbox init"
+        step = "close the init's fds"
         _close_all_but({status_write, error_write})
         null = os.open("/dev/null", os.O_RDWR)
         for fd in (0, 1, 2):  # the spawner's stdio is the host's: not ours to keep
             os.dup2(null, fd)
         os.close(null)
-        privileges.drop_bounding_set()
-        privileges.lock_securebits()
-        privileges.become(spec.uid, spec.gid)
-        privileges.clear_all_capabilities()
-        privileges.no_new_privs()
         # Last: the spawner learns the bootstrap exec'd when every copy is closed.
         os.close(error_write)
     except BaseException as exc:
@@ -140,7 +149,8 @@ def stage_b(
 def stage_c(
     spec: SandboxSpec, error_write: int, log_write: int, seccomp_bpf: bytes | None
 ) -> NoReturn:
-    """The bootstrap's process: stdio, fds, limits, privileges, seccomp, exec."""
+    """The bootstrap's process (already unprivileged): stdio, fds, limits,
+    seccomp, exec."""
     step = "start"
     try:
         os.setsid()
@@ -161,16 +171,6 @@ def stage_c(
             _setrlimit(resource.RLIMIT_NPROC, limits.nproc)
         if limits.fsize is not None:
             _setrlimit(resource.RLIMIT_FSIZE, limits.fsize)
-        step = "drop the capability bounding set"
-        privileges.drop_bounding_set()
-        step = "lock securebits"
-        privileges.lock_securebits()
-        step = f"switch to uid {spec.uid} gid {spec.gid}"
-        privileges.become(spec.uid, spec.gid)
-        step = "clear capabilities"
-        privileges.clear_all_capabilities()
-        step = "set no_new_privs"
-        privileges.no_new_privs()
         if seccomp_bpf is not None:
             # Last before exec: the filter was compiled once by the spawner.
             step = f"load seccomp profile {spec.seccomp}"
@@ -217,6 +217,11 @@ def _forward(pid: int, signum: int) -> None:
 
 
 def _setrlimit(which: int, value: int) -> None:
+    # Only lowering is possible now (no CAP_SYS_RESOURCE): never ask for more
+    # than the current hard limit.
+    _soft, hard = resource.getrlimit(which)
+    if hard != resource.RLIM_INFINITY:
+        value = min(value, hard)
     resource.setrlimit(which, (value, value))
 
 

@@ -24,8 +24,13 @@ class Step:
     apply: Callable[[], None]
 
 
-def plan(spec: SandboxSpec) -> list[Step]:
-    """The ordered mount steps for `spec`, ending inside the new root."""
+def plan(spec: SandboxSpec, template: str | None = None) -> list[Step]:
+    """The ordered mount steps for `spec`, ending inside the new root.
+
+    With a `template` (the spec's `base` built once by the spawner, see
+    `build_template`), the root is a recursive bind of it and only the
+    per-sandbox mounts are made here; without one, the base is applied too.
+    """
     root = spec.root_mountpoint
     steps = [
         Step(
@@ -33,26 +38,58 @@ def plan(spec: SandboxSpec) -> list[Step]:
             lambda: linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE, None),
         ),
         Step(f"mkdir {root}", lambda: _mkdir(root)),
-        Step(
-            f"tmpfs root at {root}",
-            lambda: linux.mount(
-                "tmpfs", root, "tmpfs", _NOSUID_NODEV, f"size={spec.root_size_bytes},mode=0755"
-            ),
-        ),
     ]
-    for item in spec.mounts:
-        steps.append(_step_for(item, root, spec))
+    if template is not None:
+        steps.append(
+            Step(
+                f"bind the system root {template}",
+                lambda: linux.mount(template, root, None, linux.MS_BIND | linux.MS_REC, None),
+            )
+        )
+        items = spec.mounts
+    else:
+        steps.append(Step(f"tmpfs root at {root}", lambda: _root_tmpfs(root, spec.root_size_bytes)))
+        items = spec.base + spec.mounts
+    steps += [_step_for(item, root, spec) for item in items]
     steps.append(Step("pivot_root", lambda: _pivot(root)))
+    # Per-mount read-only (MS_BIND): the template's tmpfs stays writable for
+    # the spawner, this sandbox's view of it does not.
     steps.append(
         Step(
             "remount / read-only",
             lambda: linux.mount(
-                None, "/", None, linux.MS_REMOUNT | linux.MS_RDONLY | _NOSUID_NODEV, None
+                None,
+                "/",
+                None,
+                linux.MS_REMOUNT | linux.MS_BIND | linux.MS_RDONLY | _NOSUID_NODEV,
+                None,
             ),
         )
     )
     steps.append(Step(f"chdir {spec.cwd}", lambda: os.chdir(spec.cwd)))
     return steps
+
+
+def build_template(spec: SandboxSpec, path: str) -> None:
+    """Build `spec.base` at `path` (in the spawner's private mount namespace),
+    with the mount points every per-sandbox mount needs already made, so that
+    sandboxes never write into the shared template."""
+    _mkdir(path)
+    _root_tmpfs(path, spec.root_size_bytes)
+    for item in spec.base:
+        step = _step_for(item, path, spec)
+        try:
+            step.apply()
+        except OSError as exc:
+            raise OSError(exc.errno, f"template step '{step.name}': {exc.strerror}") from None
+    for item in spec.mounts:
+        target = getattr(item, "target", None) or getattr(item, "path", None)
+        if isinstance(item, (RoBind, Tmpfs, Proc, Dev, Dir)) and target:
+            _mkdir(path + target)
+
+
+def _root_tmpfs(root: str, size: int) -> None:
+    linux.mount("tmpfs", root, "tmpfs", _NOSUID_NODEV, f"size={size},mode=0755")
 
 
 def _step_for(item: object, root: str, spec: SandboxSpec) -> Step:

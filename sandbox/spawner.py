@@ -32,7 +32,7 @@ from typing import Any, NoReturn
 
 import orjson
 
-from sandbox import cgroups, child, linux, seccomp
+from sandbox import cgroups, child, linux, mounts, seccomp
 from sandbox.cgroups import CgroupLayout, SandboxCgroup
 from sandbox.errors import SandboxSetupError, SpawnerError
 from sandbox.seccomp import SeccompError
@@ -117,6 +117,7 @@ class _Server:
         self._leftovers: list[SandboxCgroup] = []
         self._serial = 0
         self._bpf: dict[str, bytes] = {}  # seccomp profile name -> compiled program
+        self._templates: dict[bytes, str] = {}  # spec base (wire form) -> built system root
 
     def layout(self) -> CgroupLayout:
         if self._layout is None:
@@ -201,6 +202,27 @@ class _Server:
             self._bpf[name] = program
         return program
 
+    def _template_for(self, spec: SandboxSpec) -> str | None:
+        """The system root for `spec.base`, built on first use (in our own
+        mount namespace, so the host never sees it) and shared afterwards."""
+        if not spec.base:
+            return None
+        wire = spec.to_wire()
+        key = orjson.dumps([wire["base"], [m for m in wire["mounts"]], spec.root_size_bytes])
+        path = self._templates.get(key)
+        if path is None:
+            path = f"{os.path.dirname(spec.root_mountpoint)}/template-{os.getpid()}-{len(self._templates)}"
+            try:
+                if not self._templates:
+                    # Our own mount namespace: templates stay out of the host's view.
+                    linux.unshare(linux.CLONE_NEWNS)
+                    linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE, None)
+                mounts.build_template(spec, path)
+            except OSError as exc:
+                raise SandboxSetupError("build the system root", exc.errno or 0, str(exc)) from None
+            self._templates[key] = path
+        return path
+
     def _fail(self, tag: int, step: str, errno: int, message: str) -> None:
         self._send({"tag": tag, "ok": False, "step": step, "errno": errno, "message": message}, [])
 
@@ -209,6 +231,7 @@ class _Server:
         program: bytes | None = None
         group: SandboxCgroup | None = None
         try:
+            template = self._template_for(spec)
             if spec.seccomp is not None:
                 program = self._seccomp_program(spec.seccomp)
             if spec.cgroup is not None:
@@ -236,7 +259,7 @@ class _Server:
             os.close(log_read)
             os.close(status_read)
             os.set_blocking(status_write, True)
-            child.stage_a(spec, report_child, log_write, status_write, group, program)
+            child.stage_a(spec, report_child, log_write, status_write, group, program, template)
         report_child.close()
         os.close(log_write)
         os.close(status_write)

@@ -103,7 +103,12 @@ class SandboxSpec:
 
     argv: tuple[str, ...]
     env: tuple[tuple[str, str], ...]
+    # Per-sandbox mounts, applied on top of `base`. Only mount points (RoBind,
+    # Tmpfs, Proc, Dev, Dir): files and links belong in `base`.
     mounts: tuple[Mount, ...]
+    # The system part of the root, the same for many sandboxes: the spawner
+    # builds it once and each sandbox binds it (see sandbox.mounts).
+    base: tuple[Mount, ...] = ()
     cwd: str = "/var/task"
     hostname: str = "firelet"
     namespaces: frozenset[str] = DEFAULT_NAMESPACES
@@ -128,6 +133,7 @@ class SandboxSpec:
             "argv": list(self.argv),
             "env": [list(pair) for pair in self.env],
             "mounts": [_mount_to_wire(m) for m in self.mounts],
+            "base": [_mount_to_wire(m) for m in self.base],
             "cwd": self.cwd,
             "hostname": self.hostname,
             "namespaces": sorted(self.namespaces),
@@ -148,6 +154,7 @@ class SandboxSpec:
             argv=tuple(data["argv"]),
             env=tuple((k, v) for k, v in data["env"]),
             mounts=tuple(_mount_from_wire(m) for m in data["mounts"]),
+            base=tuple(_mount_from_wire(m) for m in data["base"]),
             cwd=data["cwd"],
             hostname=data["hostname"],
             namespaces=frozenset(data["namespaces"]),
