@@ -32,6 +32,7 @@ class Invocation:
         "content_type",
         "deadline_ms",
         "function_arn",
+        "log_tail",
         "on_complete",
         "payload",
         "request_id",
@@ -63,6 +64,9 @@ class Invocation:
         self.content_type = content_type
         self.client_context = client_context
         self.cognito_identity = cognito_identity
+        # The caller asked for LogType=Tail: the host collects this
+        # invocation's log lines here (bounded) for X-Amz-Log-Result.
+        self.log_tail: bytearray | None = None
         # Set when the invocation is handed to the runtime.
         self.deadline_ms = 0
         self.started_ns = 0

@@ -39,6 +39,8 @@ INIT_TIMEOUT_S: Final = 10.0
 INIT_ERROR_GRACE_S: Final = 1.0
 # Output an environment may log per invocation (and during init).
 LOG_BUDGET_BYTES: Final = 8 * 1024 * 1024
+# What X-Amz-Log-Result carries: the last 4 KB of the invocation's log.
+LOG_TAIL_BYTES: Final = 4096
 
 
 class EnvState(enum.Enum):
@@ -109,6 +111,7 @@ class Environment(LogSource):
         self._timeout_s = router.function.timeout_s
         self._memory_peak_fd = -1
         self._log_budget = LOG_BUDGET_BYTES
+        self._tail: bytearray | None = None
 
     # ------------------------------------------------------------ lifecycle
     def _to(self, state: EnvState) -> None:
@@ -188,6 +191,7 @@ class Environment(LogSource):
             self._log.platform(error_type.encode())
             self._complete(unanswered, error_type, platform_error(error_type, message))
         elif before_ready and self._ended_by is None:
+            self._init_report(b"error", error_type)
             self.router.init_failed(
                 self,
                 lambda rid: platform_error(
@@ -223,6 +227,7 @@ class Environment(LogSource):
     def _init_timed_out(self) -> None:
         self._timer = None
         self._ended_by = "init timeout"
+        self._init_report(b"timeout", "Sandbox.Timedout")
         self.router.init_failed(
             self,
             lambda rid: platform_error(
@@ -250,19 +255,36 @@ class Environment(LogSource):
         self._request_id = rid
         self._log_budget = LOG_BUDGET_BYTES
         self._timer = self._loop.call_later(invocation.timeout_ms / 1000, self._timed_out)
-        self._log.platform(b"START RequestId: %s Version: $LATEST" % rid)
+        self._tail = invocation.log_tail
+        self._platform(b"START RequestId: %s Version: $LATEST" % rid)
 
     def invocation_finished(self, invocation: Invocation) -> None:
         self._cancel_timer()
         self._to(EnvState.READY)
+        if self._tail is not None:
+            self._drain_output()
         self._report(invocation, b"")
+        self._tail = None
 
     def init_failed(self, body: bytes, content_type: bytes) -> None:
         self._cancel_timer()
         self._ended_by = "init error"
+        try:
+            error_type = str(orjson.loads(body).get("errorType", "Runtime.Unknown"))
+        except (orjson.JSONDecodeError, AttributeError):
+            error_type = "Runtime.Unknown"
+        self._init_report(b"error", error_type)
         self.router.init_failed(self, lambda _rid: body)
         # The runtime should exit by itself after /init/error; make sure.
         self._timer = self._loop.call_later(INIT_ERROR_GRACE_S, self.stop, "init error")
+
+    def _init_report(self, status: bytes, error_type: str) -> None:
+        """Lambda's line for an init that failed (checklist 126)."""
+        elapsed = (time.perf_counter_ns() - self._created_ns) / 1e6
+        self._log.platform(
+            b"INIT_REPORT Init Duration: %.2f ms\tPhase: init\tStatus: %s\tError Type: %s"
+            % (elapsed, status, error_type.encode())
+        )
 
     # ------------------------------------------------------------- timeouts
     def _timed_out(self) -> None:
@@ -293,6 +315,8 @@ class Environment(LogSource):
         self._log_budget = budget
         if budget >= 0:
             self._log.output(self._request_id, line)
+            if self._tail is not None:
+                self._keep_tail(line)
         elif budget + len(line) >= 0:
             self._log.output(
                 self._request_id,
@@ -324,8 +348,37 @@ class Environment(LogSource):
         if self._report_init and self._init_ms is not None:
             line += b"Init Duration: %.2f ms\t" % self._init_ms
             self._report_init = False
-        self._log.platform(b"END RequestId: %s" % rid)
-        self._log.platform(line + status)
+        self._platform(b"END RequestId: %s" % rid)
+        self._platform(line + status)
+
+    def _platform(self, line: bytes) -> None:
+        self._log.platform(line)
+        if self._tail is not None:
+            self._keep_tail(line)
+
+    def _keep_tail(self, line: bytes) -> None:
+        tail = self._tail
+        assert tail is not None
+        tail += line + b"\n"
+        if len(tail) > 4 * LOG_TAIL_BYTES:
+            del tail[:-LOG_TAIL_BYTES]
+
+    def _drain_output(self) -> None:
+        """Read what the runtime printed before it posted its response, so
+        the log tail the caller asked for has it (the pump may lag)."""
+        transport = self._log_transport
+        pipe = transport.get_extra_info("pipe") if transport is not None else None
+        if pipe is None:
+            return
+        protocol = transport.get_protocol()  # type: ignore[union-attr]
+        for _ in range(16):
+            try:
+                data = os.read(pipe.fileno(), 65536)
+            except (BlockingIOError, OSError, ValueError):
+                return
+            if not data:
+                return
+            protocol.data_received(data)
 
     def _complete(self, invocation: Invocation, error_type: str, body: bytes) -> None:
         self._report(invocation, b"Status: error\tError Type: %s" % error_type.encode())

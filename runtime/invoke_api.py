@@ -151,17 +151,24 @@ class InvokeApi:
         else:
             on_complete = _Reply(conn, b"$LATEST" if qualifier is None else qualifier.encode()).send
             client_context = _client_context(headers.get(b"x-amz-client-context"))
-        router.submit(
-            Invocation(
-                request_id,
-                payload,
-                invoked_arn,
-                router.function.timeout_s * 1000,
-                trace_id(),
-                on_complete,
-                client_context=client_context,
-            )
+        invocation = Invocation(
+            request_id,
+            payload,
+            invoked_arn,
+            router.function.timeout_s * 1000,
+            trace_id(),
+            on_complete,
+            client_context=client_context,
         )
+        if invocation_type == b"RequestResponse":
+            log_type = headers.get(b"x-amz-log-type", b"None")
+            if log_type == b"Tail":
+                invocation.log_tail = bytearray()
+            elif log_type != b"None":
+                raise InvalidParameterValue(
+                    f"Unsupported log type {log_type.decode('latin-1')!r}: expected None or Tail"
+                )
+        router.submit(invocation)
         if invocation_type == b"Event":
             conn.respond(202, b"x-amzn-RequestId: %s\r\n" % request_id.encode())
 
@@ -214,6 +221,8 @@ class _Reply:
         )
         if outcome is Outcome.FUNCTION_ERROR:
             headers += b"X-Amz-Function-Error: Unhandled\r\n"
+        if invocation.log_tail is not None:
+            headers += b"X-Amz-Log-Result: %s\r\n" % base64.b64encode(invocation.log_tail[-4096:])
         self.conn.respond(200, headers, body)
 
 

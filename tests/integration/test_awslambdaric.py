@@ -141,3 +141,42 @@ def test_awslambdaric_import_error_reaches_the_first_invoke(start_host, ric_func
         error = json.loads(result["Payload"].read())
         assert error["errorType"] == "Runtime.ImportModuleError"
         assert "module_that_does_not_exist" in error["errorMessage"]
+    host.wait_for_log(
+        r"\[broken\] INIT_REPORT Init Duration: \d+\.\d\d ms\tPhase: init\tStatus: error\tError Type: Runtime.ImportModuleError"
+    )
+
+
+def test_log_type_tail_returns_the_invocations_log_ending_with_report(start_host, ric_function):
+    code = ric_function(
+        "talker", 'def handler(event, context):\n    print("said", event["word"])\n    return 1\n'
+    )
+    host = start_host({"talker": {"code": str(code), "handler": "app.handler"}})
+    client = host.client()
+    import base64
+
+    result = client.invoke(FunctionName="talker", Payload=b'{"word": "hello-tail"}', LogType="Tail")
+    request_id = result["ResponseMetadata"]["RequestId"]
+    log = base64.b64decode(result["LogResult"]).decode()
+    assert len(log.encode()) <= 4096
+    assert f"START RequestId: {request_id} Version: $LATEST" in log
+    assert "said hello-tail" in log
+    assert f"END RequestId: {request_id}" in log
+    assert (
+        log.rstrip("\n").splitlines()[-1].startswith(f"REPORT RequestId: {request_id}\tDuration: ")
+    )
+    plain = client.invoke(FunctionName="talker", Payload=b'{"word": "quiet"}')
+    assert "LogResult" not in plain
+
+
+def test_log_tail_is_capped_at_4096_bytes(start_host, ric_function):
+    code = ric_function(
+        "chatty",
+        'def handler(event, context):\n    for i in range(500):\n        print("line", i, "x" * 40)\n    return 1\n',
+    )
+    host = start_host({"chatty": {"code": str(code), "handler": "app.handler", "memory_mb": 1024}})
+    import base64
+
+    result = host.client().invoke(FunctionName="chatty", Payload=b"{}", LogType="Tail")
+    log = base64.b64decode(result["LogResult"])
+    assert len(log) == 4096
+    assert b"REPORT RequestId: " in log.splitlines()[-1]

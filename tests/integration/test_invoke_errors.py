@@ -174,6 +174,9 @@ def test_bootstrap_that_exits_during_init_fails_the_first_invoke(start_host, tmp
         "errorMessage": f"RequestId: {request_id} Error: Runtime exited with error: exit status 3",
     }
     host.wait_for_log(r"\[dies\] INIT dying at init")
+    host.wait_for_log(
+        r"\[dies\] INIT_REPORT Init Duration: [\d.]+ ms\tPhase: init\tStatus: error\tError Type: Runtime.ExitError"
+    )
 
 
 def test_bootstrap_removed_after_start_is_runtime_invalid_entrypoint(start_host, tmp_path):
@@ -292,3 +295,26 @@ def test_malformed_http_gets_400_and_host_keeps_serving(crash_host):
     assert reply.startswith(b"HTTP/1.1 400 ")
     result = crash_host.client().invoke(FunctionName="echo", Payload=b"{}")
     assert result["StatusCode"] == 200
+
+
+def test_host_shutdown_sends_sigterm_to_the_runtime_and_exits_cleanly(start_host, tmp_path):
+    code = write_function(
+        tmp_path,
+        "graceful",
+        r"""
+        #!/bin/sh
+        trap 'echo "runtime got SIGTERM"; exit 0' TERM
+        api="http://${AWS_LAMBDA_RUNTIME_API}/2018-06-01/runtime"
+        while true; do
+            curl -sS -D /tmp/h -o /tmp/event "$api/invocation/next" &
+            wait $!
+            id=$(sed -n 's/^[Ll]ambda-[Rr]untime-[Aa]ws-[Rr]equest-[Ii]d: *//p' /tmp/h | tr -d '\r')
+            curl -sS -o /dev/null -X POST --data-binary @/tmp/event "$api/invocation/$id/response"
+        done
+        """,
+    )
+    host = start_host({"graceful": {"code": str(code)}})
+    assert host.invoke("graceful", b'"warm"')[2] == b'"warm"'
+    assert host.stop() == 0
+    assert "runtime got SIGTERM" in host.logs()
+    assert "firelet: SIGTERM, shutting down" in host.logs()
