@@ -64,6 +64,17 @@ class Limits:
     max_body_bytes: int = 6 * 1024 * 1024
 
 
+class ConnectionGate:
+    """Caps the connections open at once on one listener. A function's
+    runtime needs one or two; a flood must not use up the host's fds."""
+
+    __slots__ = ("limit", "open")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open = 0
+
+
 class Request:
     """One parsed request. Header names are lower-case bytes."""
 
@@ -120,6 +131,7 @@ class HttpProtocol(asyncio.Protocol):
     """One instance per TCP connection."""
 
     __slots__ = (
+        "_admitted",
         "_app",
         "_body_bytes",
         "_body_parts",
@@ -127,6 +139,7 @@ class HttpProtocol(asyncio.Protocol):
         "_dispatching",
         "_eof",
         "_error",
+        "_gate",
         "_head_fed",
         "_header_bytes",
         "_header_count",
@@ -142,9 +155,13 @@ class HttpProtocol(asyncio.Protocol):
         "_url",
     )
 
-    def __init__(self, app: Application, limits: Limits) -> None:
+    def __init__(
+        self, app: Application, limits: Limits, gate: ConnectionGate | None = None
+    ) -> None:
         self._app = app
         self._limits = limits
+        self._gate = gate
+        self._admitted = False
         self._parser = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport | None = None
         self._queue: deque[Request] = deque()
@@ -168,8 +185,21 @@ class HttpProtocol(asyncio.Protocol):
     # ----------------------------------------------------------- asyncio side
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        gate = self._gate
+        if gate is not None:
+            if gate.open >= gate.limit:
+                self._closed = True
+                transport.abort()  # type: ignore[attr-defined]
+                return
+            gate.open += 1
+        self._admitted = True
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if not self._admitted:
+            return
+        self._admitted = False
+        if self._gate is not None:
+            self._gate.open -= 1
         self._closed = True
         self._queue.clear()
         self._app.connection_lost(self)

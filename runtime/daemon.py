@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import signal
 import sys
 import traceback
@@ -89,9 +90,18 @@ class Host:
         self.sink.flush()
 
 
+def _raise_fd_limit() -> None:
+    # Every environment holds a few fds (listener, log pipe, pidfd, its
+    # connections): use all the hard limit allows.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def serve(config: Config) -> int:
     """Run the host until SIGTERM/SIGINT. Returns the process exit code."""
     os.makedirs(config.server.state_dir, mode=0o700, exist_ok=True)
+    _raise_fd_limit()
     spawner = Spawner.start()
     try:
         anyio.run(_main, config, spawner, backend="asyncio", backend_options={"use_uvloop": True})

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Final
 
 import orjson
 
-from rapi.http import HttpProtocol
+from rapi.http import ConnectionGate, HttpProtocol
 from rapi.invocation import Invocation, Outcome
 from rapi.runtime_api import LIMITS, RuntimeApi
 from rapi.slot import RuntimeSlot
@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 INIT_TIMEOUT_S: Final = 10.0
 # After /init/error the runtime is expected to exit; this is how long it gets.
 INIT_ERROR_GRACE_S: Final = 1.0
+# Runtime API connections one environment may hold open (runtimes use 1-3).
+RUNTIME_API_CONNECTIONS: Final = 32
 # Output an environment may log per invocation (and during init).
 LOG_BUDGET_BYTES: Final = 8 * 1024 * 1024
 # What X-Amz-Log-Result carries: the last 4 KB of the invocation's log.
@@ -150,8 +152,9 @@ class Environment(LogSource):
     async def _attach(self, process: SandboxProcess) -> None:
         assert process.listener is not None
         api = RuntimeApi(self.slot)
+        gate = ConnectionGate(RUNTIME_API_CONNECTIONS)
         self._server = await self._loop.create_server(
-            lambda: HttpProtocol(api, LIMITS), sock=process.listener, start_serving=True
+            lambda: HttpProtocol(api, LIMITS, gate), sock=process.listener, start_serving=True
         )
         pipe = open(process.log_fd, "rb", buffering=0, closefd=True)  # noqa: SIM115 - owned by the transport
         self._log_transport, _ = await self._loop.connect_read_pipe(lambda: LogPump(self), pipe)

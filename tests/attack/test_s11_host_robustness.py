@@ -105,3 +105,32 @@ result = {"env": sorted(os.environ), "fds": fds}
         if int(fd) > 2:
             assert target.startswith(("socket:", "/proc/")), (fd, target)
     attack.assert_healthy()
+
+
+def test_connection_flood_on_the_runtime_api_is_capped(attack):
+    result = attack.result(
+        """
+import socket, time
+opened, refused = [], 0
+for _ in range(300):                       # bounded
+    try:
+        s = socket.create_connection(("127.0.0.1", 9001), timeout=2)
+        opened.append(s)
+    except OSError:
+        refused += 1
+time.sleep(0.3)
+alive = 0
+for s in opened:                           # the host closes what is over its cap
+    s.setblocking(False)
+    try:
+        alive += 1 if s.recv(1) != b"" else 0
+    except BlockingIOError:
+        alive += 1
+    except OSError:
+        pass
+result = {"alive": alive}
+"""
+    )
+    assert result["alive"] <= 32
+    assert attack.result("result = 'still serving'") == "still serving"
+    attack.assert_healthy()
