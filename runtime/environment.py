@@ -114,6 +114,7 @@ class Environment(LogSource):
         self._memory_peak_fd = -1
         self._log_budget = LOG_BUDGET_BYTES
         self._tail: bytearray | None = None
+        self._unanswered: Invocation | None = None
 
     # ------------------------------------------------------------ lifecycle
     def _to(self, state: EnvState) -> None:
@@ -173,6 +174,9 @@ class Environment(LogSource):
         self._ended_by = self._ended_by or reason
         self._to(EnvState.DRAINING)
         self._cancel_timer()
+        # No more offers or /next deliveries; a running invocation is answered
+        # when the process is gone (`_ended`).
+        self._unanswered = self.slot.close()
         if self.process is not None:
             if grace_s > 0:
                 self.process.kill(signal.SIGTERM)
@@ -183,7 +187,8 @@ class Environment(LogSource):
     def _ended(self, ended: Exit) -> None:
         self._cancel_timer()
         before_ready = self._init_ms is None
-        unanswered = self.slot.close()
+        unanswered = self.slot.close() or self._unanswered
+        self._unanswered = None
         if self.state is not EnvState.DRAINING:
             self._to(EnvState.DRAINING)
         # An OOM kill shows as SIGKILL; the cgroup's counter tells them apart.
@@ -242,12 +247,16 @@ class Environment(LogSource):
 
     # ------------------------------------------------------- SlotHost side
     def runtime_ready(self) -> None:
+        if self.state is not EnvState.INITIALISING:
+            return  # being torn down already (init timeout, shutdown)
         self._cancel_timer()
         self._init_ms = (time.perf_counter_ns() - self._created_ns) / 1e6
         self._report_init = True
         self._to(EnvState.READY)
 
     def next_invocation(self) -> Invocation | None:
+        if self.state is not EnvState.READY:
+            return None  # draining: queued invocations wait for the next environment
         return self.router.next_invocation()
 
     def invocation_started(self, invocation: Invocation) -> None:
