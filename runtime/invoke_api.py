@@ -29,7 +29,6 @@ from runtime.errors import (
     InvokeError,
     RequestTooLarge,
     ResourceNotFound,
-    ServiceError,
     UnknownOperation,
     ValidationError,
 )
@@ -260,6 +259,3 @@ def _client_context(value: bytes | None) -> bytes | None:
         raise InvalidRequestContent(
             "Client context must be a valid Base64-encoded JSON object."
         ) from None
-
-
-__all__ = ["LIMITS", "InvokeApi", "ServiceError"]

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from rapi.invocation import Invocation, Outcome
 from runtime.environment import describe_setup_error, platform_error
-from runtime.errors import TooManyRequests
+from runtime.errors import ServiceError, TooManyRequests
 
 if TYPE_CHECKING:
     from runtime.config import FunctionConfig
@@ -44,6 +44,8 @@ class FunctionRouter:
         env = self.env
         if env is not None and env.slot.offer(invocation):
             return
+        if self.stopped:
+            raise ServiceError("The host is shutting down")
         if len(self.pending) >= self.function.max_queue:
             raise TooManyRequests(
                 "Rate Exceeded.", Reason="ReservedFunctionConcurrentInvocationLimitExceeded"
