@@ -72,6 +72,9 @@ class ServerConfig:
     # "proportional": CPU quota scales with memory as in Lambda (1,769 MB =
     # one vCPU); "none": no CPU quota (faster cold starts, less faithful).
     cpu_quota: str = "proportional"
+    # "auto": sandbox cgroups nest below the host's own cgroup (a systemd
+    # unit with Delegate=yes, a container); "root": below each hierarchy root.
+    cgroup_parent: str = "auto"
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +156,14 @@ def _server(table: Any, where: _Where, base: Path) -> ServerConfig:
     values = _take(
         table,
         where,
-        {"listen": str, "state_dir": str, "region": str, "account_id": str, "cpu_quota": str},
+        {
+            "listen": str,
+            "state_dir": str,
+            "region": str,
+            "account_id": str,
+            "cpu_quota": str,
+            "cgroup_parent": str,
+        },
     )
     host, port = _listen(values.get("listen", DEFAULT_LISTEN), where)
     state_dir = base / values["state_dir"] if "state_dir" in values else Path("/var/lib/firelet")
@@ -166,7 +176,10 @@ def _server(table: Any, where: _Where, base: Path) -> ServerConfig:
     cpu_quota = values.get("cpu_quota", "proportional")
     if cpu_quota not in ("proportional", "none"):
         raise where.error("cpu_quota", f"must be 'proportional' or 'none', got {cpu_quota!r}")
-    return ServerConfig(host, port, state_dir, region, account, cpu_quota)
+    cgroup_parent = values.get("cgroup_parent", "auto")
+    if cgroup_parent not in ("auto", "root"):
+        raise where.error("cgroup_parent", f"must be 'auto' or 'root', got {cgroup_parent!r}")
+    return ServerConfig(host, port, state_dir, region, account, cpu_quota, cgroup_parent)
 
 
 def _listen(value: str, where: _Where) -> tuple[str, int]:

@@ -102,7 +102,7 @@ def serve(config: Config) -> int:
     """Run the host until SIGTERM/SIGINT. Returns the process exit code."""
     os.makedirs(config.server.state_dir, mode=0o700, exist_ok=True)
     _raise_fd_limit()
-    spawner = Spawner.start()
+    spawner = Spawner.start(nest_cgroups=config.server.cgroup_parent == "auto")
     try:
         anyio.run(_main, config, spawner, backend="asyncio", backend_options={"use_uvloop": True})
     finally:

@@ -33,6 +33,17 @@ class CgroupLayout:
     unified: str | None  # the cgroup2 mount point, if any
     unified_controllers: frozenset[str]
     v1: dict[str, str] = field(default_factory=dict)  # controller -> v1 mount point
+    # This process's own cgroup per hierarchy key ("v2" or a v1 controller).
+    own: dict[str, str] = field(default_factory=dict)
+
+    def hierarchies(self) -> dict[str, str]:
+        """Hierarchy key -> mount point, for every hierarchy a sandbox gets a
+        leaf in. Co-mounted v1 controllers (cpu,cpuacct) share a mount point."""
+        out = {"v2": self.unified} if self.unified is not None else {}
+        for controller in CONTROLLERS:
+            if self.version_of(controller) == "v1":
+                out[controller] = self.v1[controller]
+        return out
 
     def version_of(self, controller: str) -> str | None:
         if controller in self.unified_controllers:
@@ -51,7 +62,9 @@ class CgroupLayout:
         )
 
 
-def detect(mounts_file: str = "/proc/self/mounts") -> CgroupLayout:
+def detect(
+    mounts_file: str = "/proc/self/mounts", cgroup_file: str = "/proc/self/cgroup"
+) -> CgroupLayout:
     unified: str | None = None
     v1: dict[str, str] = {}
     with open(mounts_file) as f:
@@ -70,7 +83,29 @@ def detect(mounts_file: str = "/proc/self/mounts") -> CgroupLayout:
     if unified is not None:
         with contextlib.suppress(OSError), open(os.path.join(unified, "cgroup.controllers")) as f:
             enabled = frozenset(f.read().split())
-    return CgroupLayout(unified, enabled, v1)
+    own: dict[str, str] = {}
+    with contextlib.suppress(OSError), open(cgroup_file) as f:
+        for line in f:
+            _id, controllers, path = line.rstrip("\n").split(":", 2)
+            if not controllers:
+                own["v2"] = path
+            for controller in controllers.split(","):
+                own[controller] = path
+    return CgroupLayout(unified, enabled, v1, own)
+
+
+def host_subtrees(layout: CgroupLayout, tag: str, nest: bool) -> dict[str, str]:
+    """Hierarchy key -> the directory that holds one host's sandbox cgroups.
+
+    With `nest`, it sits below the host's own cgroup (`<own>/firelet/<tag>`):
+    the right place under systemd (Delegate=yes) or any other manager that
+    delegated a subtree to us. Otherwise below the hierarchy's root.
+    """
+    out = {}
+    for key, mountpoint in layout.hierarchies().items():
+        own = layout.own.get(key, "/") if nest else "/"
+        out[key] = os.path.normpath(os.path.join(mountpoint, own.lstrip("/"), BASE_NAME, tag))
+    return out
 
 
 def _write(path: str, value: str, step: str) -> None:
@@ -92,9 +127,9 @@ def _read(path: str) -> str:
 class SandboxCgroup:
     """The cgroups of one sandbox (one leaf directory per hierarchy)."""
 
-    def __init__(self, layout: CgroupLayout, base: str, name: str) -> None:
+    def __init__(self, layout: CgroupLayout, subtrees: dict[str, str], name: str) -> None:
         self.layout = layout
-        self.base = base  # e.g. "firelet/h1234": one subtree per host process
+        self.subtrees = subtrees  # from host_subtrees(): one per hierarchy
         self.name = name
         # hierarchy key ("v2" or a v1 controller) -> leaf directory
         self.dirs: dict[str, str] = {}
@@ -102,9 +137,9 @@ class SandboxCgroup:
     # --------------------------------------------------------------- create
     @classmethod
     def create(
-        cls, layout: CgroupLayout, base: str, name: str, limits: CgroupLimits
+        cls, layout: CgroupLayout, subtrees: dict[str, str], name: str, limits: CgroupLimits
     ) -> SandboxCgroup:
-        group = cls(layout, base, name)
+        group = cls(layout, subtrees, name)
         try:
             group._create(limits)
         except BaseException:
@@ -112,19 +147,20 @@ class SandboxCgroup:
             raise
         return group
 
-    def _leaf(self, key: str, mountpoint: str) -> str:
-        parent = mountpoint
-        for part in self.base.split("/"):
-            path = os.path.join(parent, part)
-            if not os.path.isdir(path):
-                with contextlib.suppress(FileExistsError):
-                    os.mkdir(path, 0o755)
-            if key == "v2":
-                self._enable_v2_controllers(parent)
-            parent = path
+    def _leaf(self, key: str) -> str:
+        subtree = self.subtrees[key]
+        leaf = os.path.join(subtree, self.name)
+        if leaf in self.dirs.values():  # co-mounted with a hierarchy done already
+            self.dirs[key] = leaf
+            return leaf
+        if not os.path.isdir(subtree):
+            os.makedirs(subtree, 0o755, exist_ok=True)
         if key == "v2":
-            self._enable_v2_controllers(parent)
-        leaf = os.path.join(parent, self.name)
+            # Controllers must be enabled on every level from the subtree's
+            # anchor (our own cgroup, or the root) down to the leaf's parent.
+            anchor = os.path.dirname(os.path.dirname(subtree))
+            for level in (anchor, os.path.dirname(subtree), subtree):
+                self._enable_v2_controllers(level)
         try:
             os.mkdir(leaf, 0o755)
         except OSError as exc:
@@ -149,12 +185,8 @@ class SandboxCgroup:
                 )
 
     def _create(self, limits: CgroupLimits) -> None:
-        layout = self.layout
-        if layout.unified is not None:
-            self._leaf("v2", layout.unified)
-        for controller in ("memory", "pids", "cpu", "cpuacct", "freezer"):
-            if layout.version_of(controller) == "v1":
-                self._leaf(controller, layout.v1[controller])
+        for key in self.subtrees:
+            self._leaf(key)
         self._set_memory(limits)
         self._set_pids(limits)
         # The CPU quota is applied by `limit_cpu()` once the bootstrap has
@@ -288,24 +320,19 @@ class SandboxCgroup:
         return False
 
 
-def _mountpoints(layout: CgroupLayout) -> list[str]:
-    points = [layout.unified] if layout.unified is not None else []
-    return points + sorted(set(layout.v1.values()))
-
-
-def remove_subtree(layout: CgroupLayout, base: str) -> None:
-    """Remove a host's (now empty) subtree, e.g. "firelet/h1234", everywhere."""
-    for mountpoint in _mountpoints(layout):
+def remove_subtrees(subtrees: dict[str, str]) -> None:
+    """Remove a host's (now empty) subtrees from every hierarchy."""
+    for path in set(subtrees.values()):
         with contextlib.suppress(OSError):
-            os.rmdir(os.path.join(mountpoint, base))
+            os.rmdir(path)
 
 
-def prune_stale(layout: CgroupLayout) -> int:
-    """Remove subtrees left by host processes that no longer exist (a crash,
-    a SIGKILL): kill what is in them and rmdir. Returns how many went."""
+def prune_stale(layout: CgroupLayout, subtrees: dict[str, str]) -> int:
+    """Remove subtrees left beside ours by host processes that no longer
+    exist (a crash, a SIGKILL): kill what is in them and rmdir. Returns how
+    many went."""
     removed = 0
-    for mountpoint in _mountpoints(layout):
-        root = os.path.join(mountpoint, BASE_NAME)
+    for root in {os.path.dirname(path) for path in subtrees.values()}:
         with contextlib.suppress(OSError):
             for entry in os.listdir(root):
                 if not (entry.startswith("h") and entry[1:].isdigit()):
@@ -316,7 +343,7 @@ def prune_stale(layout: CgroupLayout) -> int:
                 for leaf in os.listdir(subtree):
                     path = os.path.join(subtree, leaf)
                     if os.path.isdir(path):
-                        stale = SandboxCgroup(layout, f"{BASE_NAME}/{entry}", leaf)
+                        stale = SandboxCgroup(layout, {}, leaf)
                         stale.dirs = {"stale": path}
                         stale.destroy(attempts=5)
                 with contextlib.suppress(OSError):

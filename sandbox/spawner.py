@@ -107,13 +107,14 @@ class _Server:
     fork; the rest happens in the children while other requests are served.
     Sandboxes are reaped through their pidfds, so no SIGCHLD handling."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, nest_cgroups: bool) -> None:
         self.sock = sock
+        self._nest = nest_cgroups
         self.poller = select.poll()
         self.pending: dict[int, _Pending] = {}  # report fd -> spawn in progress
         self.children: dict[int, _Child] = {}  # pidfd -> running sandbox init
         self._layout: CgroupLayout | None = None
-        self.cgroup_base = f"{cgroups.BASE_NAME}/h{os.getpid()}"
+        self._subtrees: dict[str, str] = {}
         self._leftovers: list[SandboxCgroup] = []
         self._serial = 0
         self._bpf: dict[str, bytes] = {}  # seccomp profile name -> compiled program
@@ -121,8 +122,12 @@ class _Server:
 
     def layout(self) -> CgroupLayout:
         if self._layout is None:
-            self._layout = cgroups.detect()
-            cgroups.prune_stale(self._layout)
+            layout = cgroups.detect()
+            self._subtrees = cgroups.host_subtrees(layout, f"h{os.getpid()}", self._nest)
+            if self._nest:
+                _leave_v2_own_cgroup(layout)
+            cgroups.prune_stale(layout, self._subtrees)
+            self._layout = layout
         return self._layout
 
     def serve(self) -> NoReturn:
@@ -237,7 +242,7 @@ class _Server:
             if spec.cgroup is not None:
                 self._serial += 1
                 name = f"{spec.labels.get('function', 'sandbox')}-{self._serial}"
-                group = SandboxCgroup.create(self.layout(), self.cgroup_base, name, spec.cgroup)
+                group = SandboxCgroup.create(self.layout(), self._subtrees, name, spec.cgroup)
         except SandboxSetupError as exc:
             self._fail(tag, exc.step, exc.errno, exc.message)
             return
@@ -375,9 +380,23 @@ class _Server:
                 state.group.destroy()
         for group in self._leftovers:
             group.destroy()
-        if self._layout is not None:
-            cgroups.remove_subtree(self._layout, self.cgroup_base)
+        cgroups.remove_subtrees(self._subtrees)
         os._exit(0)
+
+
+def _leave_v2_own_cgroup(layout: CgroupLayout) -> None:
+    """On cgroup v2 a cgroup with processes cannot give controllers to its
+    children. When sandboxes nest below our own cgroup (systemd's
+    Delegate=yes), move the host and the spawner into a `host` leaf first."""
+    own = layout.own.get("v2", "/")
+    wanted = {"memory", "pids", "cpu"} & layout.unified_controllers
+    if layout.unified is None or own == "/" or not wanted:
+        return
+    leaf = os.path.join(layout.unified, own.lstrip("/"), "host")
+    os.makedirs(leaf, 0o755, exist_ok=True)
+    for pid in (os.getppid(), os.getpid()):
+        with open(os.path.join(leaf, "cgroup.procs"), "w") as f:
+            f.write(str(pid))
 
 
 def _wait_status(result: os.waitid_result) -> int:
@@ -400,7 +419,7 @@ def _wait_exact(pid: int) -> None:
             return
 
 
-def _run_server(sock: socket.socket, keep_fd: int) -> NoReturn:
+def _run_server(sock: socket.socket, keep_fd: int, nest_cgroups: bool) -> NoReturn:
     try:
         linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
         linux.prctl(linux.PR_SET_CHILD_SUBREAPER, 1)
@@ -413,7 +432,7 @@ def _run_server(sock: socket.socket, keep_fd: int) -> NoReturn:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.closerange(3, keep_fd)
         os.closerange(keep_fd + 1, 1 << 16)
-        _Server(sock).serve()
+        _Server(sock, nest_cgroups).serve()
     except BaseException:
         import traceback
 
@@ -498,15 +517,19 @@ class Spawner:
         self._lost: Callable[[], None] | None = None
 
     @classmethod
-    def start(cls) -> Spawner:
-        """Fork the spawner. Call before the event loop starts threads."""
+    def start(cls, nest_cgroups: bool = True) -> Spawner:
+        """Fork the spawner. Call before the event loop starts threads.
+
+        `nest_cgroups`: sandbox cgroups go below the host's own cgroup (where
+        a delegated subtree is) rather than below each hierarchy's root.
+        """
         host_end, server_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
             host_end.close()
-            _run_server(server_end, server_end.fileno())
+            _run_server(server_end, server_end.fileno(), nest_cgroups)
         server_end.close()
         host_end.setblocking(False)
         return cls(host_end, pid)

@@ -30,17 +30,20 @@ def _memory_cgroups() -> int:
     return 0
 
 
-def _leaves(layout: cgroups.CgroupLayout, base: str) -> list[str]:
-    found = []
-    for mountpoint in {layout.unified, *layout.v1.values()} - {None}:
-        path = os.path.join(mountpoint, base)
+def _subtrees(layout: cgroups.CgroupLayout, spawner: Spawner) -> dict[str, str]:
+    return cgroups.host_subtrees(layout, f"h{spawner.pid}", nest=True)
+
+
+def _leaves(subtrees: dict[str, str]) -> list[str]:
+    found: set[str] = set()
+    for path in subtrees.values():
         if os.path.isdir(path):
-            found += [
+            found |= {
                 os.path.join(path, e)
                 for e in os.listdir(path)
                 if os.path.isdir(os.path.join(path, e))
-            ]
-    return found
+            }
+    return sorted(found)
 
 
 def _zombies_of(pid: int) -> int:
@@ -61,7 +64,7 @@ def _zombies_of(pid: int) -> int:
 def test_thousand_create_destroy_cycles_leak_nothing(tmp_path):
     layout = cgroups.detect()
     spawner = Spawner.start()
-    base = f"{cgroups.BASE_NAME}/h{spawner.pid}"
+    subtrees = _subtrees(layout, spawner)
     spec = _spec(tmp_path)
 
     async def cycles(count: int) -> list[int]:
@@ -82,9 +85,9 @@ def test_thousand_create_destroy_cycles_leak_nothing(tmp_path):
         statuses = asyncio.run(cycles(1000))
         assert statuses == [0] * 1000
         deadline = time.monotonic() + 5
-        while _leaves(layout, base) and time.monotonic() < deadline:
+        while _leaves(subtrees) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert _leaves(layout, base) == []
+        assert _leaves(subtrees) == []
         assert len(os.listdir("/proc/self/fd")) == host_fds
         assert len(os.listdir(f"/proc/{spawner.pid}/fd")) == spawner_fds
         assert _zombies_of(spawner.pid) == 0
@@ -92,11 +95,7 @@ def test_thousand_create_destroy_cycles_leak_nothing(tmp_path):
         assert _memory_cgroups() - memory_cgroups < 50
     finally:
         spawner.close()
-    assert _leaves(layout, base) == []
-    assert all(
-        not os.path.exists(os.path.join(m, base))
-        for m in {layout.unified, *layout.v1.values()} - {None}
-    )
+    assert not any(os.path.exists(path) for path in subtrees.values())
 
 
 def test_sandbox_limits_are_set_in_its_cgroups(tmp_path):
@@ -106,9 +105,8 @@ def test_sandbox_limits_are_set_in_its_cgroups(tmp_path):
 
     async def check() -> dict[str, str]:
         process = await spawner.spawn(spec)
-        base = f"{cgroups.BASE_NAME}/h{spawner.pid}"
         values = {}
-        for leaf in _leaves(layout, base):
+        for leaf in _leaves(_subtrees(layout, spawner)):
             for name in (
                 "memory.limit_in_bytes",
                 "memory.memsw.limit_in_bytes",
@@ -122,7 +120,7 @@ def test_sandbox_limits_are_set_in_its_cgroups(tmp_path):
                 if os.path.exists(path):
                     values[name] = Path(path).read_text().strip()
             procs = Path(leaf, "cgroup.procs").read_text().split()
-            values[f"procs:{leaf.split('/')[3]}"] = str(len(procs))
+            values[f"procs:{leaf}"] = str(len(procs))
         process.kill()
         await process.exited
         process.close()
@@ -144,4 +142,60 @@ def test_sandbox_limits_are_set_in_its_cgroups(tmp_path):
         assert values["cpu.max"] == f"{100_000 * 128 // 1769} 100000"
     assert values["pids.max"] == "1024"
     # The init and the bootstrap are both inside every hierarchy.
-    assert all(count == "2" for key, count in values.items() if key.startswith("procs:")), values
+    procs = {key: count for key, count in values.items() if key.startswith("procs:")}
+    assert len(procs) >= 2 and set(procs.values()) == {"2"}, values
+
+
+def test_sandbox_cgroups_nest_below_the_hosts_own_cgroup(tmp_path):
+    # As under systemd with Delegate=yes: the host runs in a cgroup of its own
+    # (here one the test makes in the memory and pids hierarchies) and its
+    # sandboxes' cgroups go below it.
+    layout = cgroups.detect()
+    made = []
+    for key in ("memory", "pids"):
+        if layout.version_of(key) == "v1":
+            made.append(os.path.join(layout.v1[key], f"firelet-test-{os.getpid()}"))
+    assert made, "this test needs v1 memory/pids hierarchies, as on these machines"
+    for path in made:
+        os.makedirs(path, exist_ok=True)
+
+    def enter() -> None:
+        for path in made:
+            with open(os.path.join(path, "cgroup.procs"), "w") as f:
+                f.write(str(os.getpid()))
+
+    import subprocess
+    import sys
+
+    probe = (
+        "import asyncio, os, sys; from pathlib import Path\n"
+        "sys.path.insert(0, sys.argv[1])\n"
+        "from tests.integration.test_sandbox_lifecycle import _spec\n"
+        "from sandbox.spawner import Spawner\n"
+        "sp = Spawner.start()\n"
+        "async def main():\n"
+        "    p = await sp.spawn(_spec(Path(sys.argv[2]), ('/bin/sleep', '30')))\n"
+        "    print(open(f'/proc/{p.pid}/cgroup').read(), flush=True)\n"
+        "    p.kill(); await p.exited; p.close()\n"
+        "asyncio.run(main()); sp.close()\n"
+    )
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", probe, str(Path(__file__).parents[2]), str(tmp_path)],
+            preexec_fn=enter,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+    finally:
+        for path in made:
+            for _ in range(100):
+                try:
+                    os.rmdir(path)
+                    break
+                except OSError:
+                    time.sleep(0.02)
+    lines = dict(line.split(":", 2)[1:] for line in out.splitlines() if line.count(":") >= 2)
+    for key in ("memory", "pids"):
+        assert lines[key].startswith(f"/firelet-test-{os.getpid()}/firelet/h"), (key, lines[key])
