@@ -75,6 +75,9 @@ class ServerConfig:
     # "auto": sandbox cgroups nest below the host's own cgroup (a systemd
     # unit with Delegate=yes, a container); "root": below each hierarchy root.
     cgroup_parent: str = "auto"
+    # How long a runtime may take to reach its first /next (Lambda: 10 s);
+    # past it, init is retried once within the function's timeout.
+    init_timeout_s: int = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +166,7 @@ def _server(table: Any, where: _Where, base: Path) -> ServerConfig:
             "account_id": str,
             "cpu_quota": str,
             "cgroup_parent": str,
+            "init_timeout_s": int,
         },
     )
     host, port = _listen(values.get("listen", DEFAULT_LISTEN), where)
@@ -179,7 +183,11 @@ def _server(table: Any, where: _Where, base: Path) -> ServerConfig:
     cgroup_parent = values.get("cgroup_parent", "auto")
     if cgroup_parent not in ("auto", "root"):
         raise where.error("cgroup_parent", f"must be 'auto' or 'root', got {cgroup_parent!r}")
-    return ServerConfig(host, port, state_dir, region, account, cpu_quota, cgroup_parent)
+    init_timeout = values.get("init_timeout_s", 10)
+    _range(where, "init_timeout_s", init_timeout, 1, 900)
+    return ServerConfig(
+        host, port, state_dir, region, account, cpu_quota, cgroup_parent, init_timeout
+    )
 
 
 def _listen(value: str, where: _Where) -> tuple[str, int]:

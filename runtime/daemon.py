@@ -52,13 +52,15 @@ class Host:
     def _environment_factory(self, system: tuple) -> Callable[[FunctionRouter], Environment]:
         logs: dict[str, FunctionLog] = {}
 
-        def start(router: FunctionRouter) -> Environment:
+        def start(router: FunctionRouter, suppressed_init: bool) -> Environment:
             function = router.function
             log = logs.get(function.name)
             if log is None:
                 log = logs[function.name] = FunctionLog(self.sink, function.name)
             spec = sandboxes.function_spec(function, self.config.server, system)
-            env = Environment(router, self._spawner, spec, log)
+            env = Environment(
+                router, self._spawner, spec, log, self.config.server.init_timeout_s, suppressed_init
+            )
             self._tasks.start_soon(self._run_environment, env, name=f"environment {function.name}")
             return env
 

@@ -93,8 +93,14 @@ class Environment(LogSource):
         spawner: Spawner,
         spec: SandboxSpec,
         log: FunctionLog,
+        init_timeout_s: float = INIT_TIMEOUT_S,
+        suppressed_init: bool = False,
     ) -> None:
         self.router = router
+        # A suppressed init is Lambda's retry of a timed-out init during the
+        # first invoke, bounded by the function timeout instead.
+        self.suppressed_init = suppressed_init
+        self._init_timeout_s = router.function.timeout_s if suppressed_init else init_timeout_s
         self._spawner = spawner
         self._spec = spec
         self._log = log
@@ -140,7 +146,7 @@ class Environment(LogSource):
                     self.stop("attach failed")
                 else:
                     self._to(EnvState.INITIALISING)
-                    self._timer = self._loop.call_later(INIT_TIMEOUT_S, self._init_timed_out)
+                    self._timer = self._loop.call_later(self._init_timeout_s, self._init_timed_out)
             else:  # stopped while we were spawning
                 process.kill()
             ended = await process.exited
@@ -236,13 +242,16 @@ class Environment(LogSource):
         self._timer = None
         self._ended_by = "init timeout"
         self._init_report(b"timeout", "Sandbox.Timedout")
-        self.router.init_failed(
-            self,
-            lambda rid: platform_error(
-                "Sandbox.Timedout",
-                f"RequestId: {rid} Error: Init timed out after {INIT_TIMEOUT_S:.2f} seconds",
-            ),
-        )
+        if self.suppressed_init:
+            message = f"Task timed out after {self._timeout_s:.2f} seconds"
+            self.router.init_failed(
+                self,
+                lambda rid: platform_error(
+                    "Sandbox.Timedout", f"RequestId: {rid} Error: {message}"
+                ),
+            )
+        else:
+            self.router.retry_init()
         self.stop("init timeout")
 
     # ------------------------------------------------------- SlotHost side
@@ -293,9 +302,10 @@ class Environment(LogSource):
     def _init_report(self, status: bytes, error_type: str) -> None:
         """Lambda's line for an init that failed (checklist 126)."""
         elapsed = (time.perf_counter_ns() - self._created_ns) / 1e6
+        phase = b"invoke" if self.suppressed_init else b"init"
         self._log.platform(
-            b"INIT_REPORT Init Duration: %.2f ms\tPhase: init\tStatus: %s\tError Type: %s"
-            % (elapsed, status, error_type.encode())
+            b"INIT_REPORT Init Duration: %.2f ms\tPhase: %s\tStatus: %s\tError Type: %s"
+            % (elapsed, phase, status, error_type.encode())
         )
 
     # ------------------------------------------------------------- timeouts

@@ -22,12 +22,13 @@ if TYPE_CHECKING:
     from runtime.environment import Environment
     from sandbox.errors import SandboxError
 
-# Starts a new environment for a router (the daemon's task group runs it).
-EnvironmentFactory = Callable[["FunctionRouter"], "Environment"]
+# Starts a new environment for a router (the daemon's task group runs it);
+# the flag asks for a suppressed init (see Environment).
+EnvironmentFactory = Callable[["FunctionRouter", bool], "Environment"]
 
 
 class FunctionRouter:
-    __slots__ = ("_new_environment", "arn", "env", "function", "pending", "stopped")
+    __slots__ = ("_new_environment", "_retry_init", "arn", "env", "function", "pending", "stopped")
 
     def __init__(
         self, function: FunctionConfig, arn: str, new_environment: EnvironmentFactory
@@ -37,6 +38,7 @@ class FunctionRouter:
         self.pending: deque[Invocation] = deque()
         self.env: Environment | None = None
         self._new_environment = new_environment
+        self._retry_init = False
         self.stopped = False
 
     def submit(self, invocation: Invocation) -> None:
@@ -51,8 +53,8 @@ class FunctionRouter:
                 "Rate Exceeded.", Reason="ReservedFunctionConcurrentInvocationLimitExceeded"
             )
         self.pending.append(invocation)
-        if env is None and not self.stopped:
-            self.env = self._new_environment(self)
+        if env is None:
+            self._start_environment()
 
     # ------------------------------------------------ called by environments
     def next_invocation(self) -> Invocation | None:
@@ -77,11 +79,22 @@ class FunctionRouter:
         )
         self.environment_ended(env)
 
+    def retry_init(self) -> None:
+        """An init ran out of its 10 s: as Lambda does, the waiting invocation
+        is not failed; the next environment retries init within its timeout."""
+        self._retry_init = True
+
     def environment_ended(self, env: Environment) -> None:
         if self.env is env:
             self.env = None
-        if self.pending and not self.stopped:
-            self.env = self._new_environment(self)
+        if self.pending:
+            self._start_environment()
+
+    def _start_environment(self) -> None:
+        if self.stopped:
+            return
+        self.env = self._new_environment(self, self._retry_init)
+        self._retry_init = False
 
     def stop(self, grace_s: float = 0.0) -> None:
         """Host shutdown: no new environments; the current one gets SIGTERM

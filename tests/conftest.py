@@ -49,10 +49,17 @@ def _toml_value(value: Any) -> str:
 class FireletHost:
     """One real `firelet serve` process on a free loopback port."""
 
-    def __init__(self, workdir: Path, functions: Mapping[str, Mapping[str, Any]]) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        functions: Mapping[str, Mapping[str, Any]],
+        server: Mapping[str, Any] | None = None,
+    ) -> None:
         self.workdir = workdir
         self.config = workdir / "firelet.toml"
-        lines = ["[server]", 'listen = "127.0.0.1:0"', 'state_dir = "state"', ""]
+        lines = ["[server]", 'listen = "127.0.0.1:0"', 'state_dir = "state"']
+        lines += [f"{key} = {_toml_value(value)}" for key, value in (server or {}).items()]
+        lines.append("")
         for name, table in functions.items():
             lines.append(f"[functions.{name}]")
             lines += [f"{key} = {_toml_value(value)}" for key, value in table.items()]
@@ -158,10 +165,12 @@ def start_host(tmp_path: Path) -> Iterator[Any]:
     """start_host({"name": {"code": dir, ...}}) -> a started FireletHost."""
     hosts: list[FireletHost] = []
 
-    def start(functions: Mapping[str, Mapping[str, Any]]) -> FireletHost:
+    def start(
+        functions: Mapping[str, Mapping[str, Any]], server: Mapping[str, Any] | None = None
+    ) -> FireletHost:
         workdir = tmp_path / f"host{len(hosts)}"
         workdir.mkdir()
-        host = FireletHost(workdir, functions)
+        host = FireletHost(workdir, functions, server)
         hosts.append(host)
         return host.start()
 

@@ -318,3 +318,40 @@ def test_host_shutdown_sends_sigterm_to_the_runtime_and_exits_cleanly(start_host
     assert host.stop() == 0
     assert "runtime got SIGTERM" in host.logs()
     assert "firelet: SIGTERM, shutting down" in host.logs()
+
+
+SLOW_INIT = r"""
+#!/bin/sh
+sleep {delay}
+api="http://${{AWS_LAMBDA_RUNTIME_API}}/2018-06-01/runtime"
+while true; do
+    curl -sS -D /tmp/h -o /tmp/event "$api/invocation/next"
+    id=$(sed -n 's/^[Ll]ambda-[Rr]untime-[Aa]ws-[Rr]equest-[Ii]d: *//p' /tmp/h | tr -d '\r')
+    curl -sS -o /dev/null -X POST --data-binary @/tmp/event "$api/invocation/$id/response"
+done
+"""
+
+
+def test_init_over_its_limit_is_retried_within_the_function_timeout(start_host, tmp_path):
+    # Init takes 2 s; the init limit is 1 s: the first environment is given
+    # up, the invoke is not failed, and the retry (bounded by timeout_s = 5)
+    # completes it.
+    code = write_function(tmp_path, "slowinit", SLOW_INIT.format(delay=2))
+    host = start_host({"slowinit": {"code": str(code), "timeout_s": 5}}, {"init_timeout_s": 1})
+    status, headers, body = host.invoke("slowinit", b'"patience"', timeout=30)
+    assert (status, body) == (200, b'"patience"')
+    assert "x-amz-function-error" not in headers
+    host.wait_for_log(r"INIT_REPORT Init Duration: [\d.]+ ms\tPhase: init\tStatus: timeout")
+
+
+def test_init_that_never_finishes_fails_the_invoke_after_the_retry(start_host, tmp_path):
+    code = write_function(tmp_path, "stuck", SLOW_INIT.format(delay=60))
+    host = start_host({"stuck": {"code": str(code), "timeout_s": 1}}, {"init_timeout_s": 1})
+    status, headers, body = host.invoke("stuck", b"{}", timeout=30)
+    request_id = headers["x-amzn-requestid"]
+    assert headers["x-amz-function-error"] == "Unhandled"
+    assert json.loads(body) == {
+        "errorType": "Sandbox.Timedout",
+        "errorMessage": f"RequestId: {request_id} Error: Task timed out after 1.00 seconds",
+    }
+    host.wait_for_log(r"INIT_REPORT Init Duration: [\d.]+ ms\tPhase: invoke\tStatus: timeout")
