@@ -27,6 +27,7 @@ demo: setup
 test: setup
 	$(BIN)/ruff check rapi sandbox runtime tests benchmarks
 	$(BIN)/ruff format --check rapi sandbox runtime tests benchmarks
+	$(BIN)/mypy rapi sandbox runtime
 	$(BIN)/python -m pytest -q tests
 
 lint: $(BIN)/firelet

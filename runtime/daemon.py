@@ -13,7 +13,6 @@ import resource
 import signal
 import sys
 import traceback
-from collections.abc import Callable
 
 import anyio
 import anyio.abc
@@ -25,8 +24,9 @@ from runtime.config import Config
 from runtime.environment import Environment, platform_error
 from runtime.invoke_api import LIMITS, InvokeApi
 from runtime.logs import FunctionLog, LogSink
-from runtime.router import FunctionRouter
+from runtime.router import EnvironmentFactory, FunctionRouter
 from sandbox.spawner import Spawner
+from sandbox.spec import Mount
 
 # Lambda gives a runtime without extensions up to 300 ms after SIGTERM.
 SHUTDOWN_GRACE_S = 0.3
@@ -49,7 +49,7 @@ class Host:
             self.routers[name] = router
         self.invoke_api = InvokeApi(self.routers, server.region, server.account_id)
 
-    def _environment_factory(self, system: tuple) -> Callable[[FunctionRouter], Environment]:
+    def _environment_factory(self, system: tuple[Mount, ...]) -> EnvironmentFactory:
         logs: dict[str, FunctionLog] = {}
 
         def start(router: FunctionRouter, suppressed_init: bool) -> Environment:

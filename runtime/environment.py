@@ -393,6 +393,7 @@ class Environment(LogSource):
         if pipe is None:
             return
         protocol = transport.get_protocol()  # type: ignore[union-attr]
+        assert isinstance(protocol, LogPump)
         for _ in range(16):
             try:
                 data = os.read(pipe.fileno(), 65536)

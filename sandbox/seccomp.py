@@ -16,7 +16,7 @@ from __future__ import annotations
 import ctypes
 import os
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from sandbox.errors import SandboxError
 from sandbox.seccomp_profile import ArgCheck, Profile, Rule
@@ -57,7 +57,7 @@ def _lib() -> ModuleType:
         raise SeccompError(
             f"seccomp filtering needs libseccomp (missing: libseccomp.so.2): {exc}"
         ) from exc
-    return pyseccomp
+    return cast(ModuleType, pyseccomp)
 
 
 def _resolve(lib: ModuleType, name: str) -> int | None:
@@ -97,7 +97,7 @@ def _arg(lib: ModuleType, check: ArgCheck) -> pyseccomp.Arg:
 
 
 def _action(lib: ModuleType, rule: Rule) -> int:
-    return lib.KILL_PROCESS if rule.action == "kill" else lib.ERRNO(rule.errno)
+    return int(lib.KILL_PROCESS if rule.action == "kill" else lib.ERRNO(rule.errno))
 
 
 def compile_filter(profile: Profile) -> pyseccomp.SyscallFilter:

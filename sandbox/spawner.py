@@ -345,7 +345,8 @@ class _Server:
         """A sandbox init ended (its pidfd is readable): collect and report."""
         self.poller.unregister(state.pidfd)
         try:
-            status = _wait_status(os.waitid(os.P_PIDFD, state.pidfd, os.WEXITED))
+            result = os.waitid(os.P_PIDFD, state.pidfd, os.WEXITED)
+            status = _wait_status(result) if result is not None else 0
         except ChildProcessError:
             status = 0
         os.close(state.pidfd)
