@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Any
 
 import orjson
@@ -12,40 +11,14 @@ from rapi.http import Request
 from rapi.invocation import MAX_RESPONSE_BYTES, Invocation, Outcome
 from rapi.runtime_api import RuntimeApi
 from rapi.slot import RuntimeSlot
+from tests.unit.slot_host import DEADLINE_MS, RecordingHost
 
 PREFIX = b"/2018-06-01/runtime/"
 NEXT = b"invocation/next"
-DEADLINE_MS = 1_700_000_123_456
 ARN = b"arn:aws:lambda:us-east-1:000000000000:function:f:live"
 TRACE = b"Root=1-5bef4de7-ad49b0e87f6ef6c87fc2e700;Parent=9a9197af755a6419;Sampled=1"
 OK = b'{"status":"OK"}\n'
 STATE_NOT_ALLOWED = "failed for runtime. Error: State transition is not allowed"
-
-
-class RecordingHost:
-    def __init__(self) -> None:
-        self.queue: deque[Invocation] = deque()
-        self.calls: list[tuple[Any, ...]] = []
-
-    def names(self) -> list[str]:
-        return [call[0] for call in self.calls]
-
-    def runtime_ready(self) -> None:
-        self.calls.append(("runtime_ready",))
-
-    def next_invocation(self) -> Invocation | None:
-        self.calls.append(("next_invocation",))
-        return self.queue.popleft() if self.queue else None
-
-    def invocation_started(self, invocation: Invocation) -> None:
-        invocation.deadline_ms = DEADLINE_MS
-        self.calls.append(("invocation_started", invocation))
-
-    def invocation_finished(self, invocation: Invocation) -> None:
-        self.calls.append(("invocation_finished", invocation))
-
-    def init_failed(self, body: bytes, content_type: bytes) -> None:
-        self.calls.append(("init_failed", body, content_type))
 
 
 class RecordingConnection:
