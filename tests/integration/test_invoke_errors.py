@@ -355,3 +355,13 @@ def test_init_that_never_finishes_fails_the_invoke_after_the_retry(start_host, t
         "errorMessage": f"RequestId: {request_id} Error: Task timed out after 1.00 seconds",
     }
     host.wait_for_log(r"INIT_REPORT Init Duration: [\d.]+ ms\tPhase: invoke\tStatus: timeout")
+
+
+def test_event_payload_over_1_mib_is_413(crash_host):
+    payload = b'"' + b"e" * (1_048_577 - 2) + b'"'
+    status, headers, body = crash_host.invoke("echo", payload, **{"X-Amz-Invocation-Type": "Event"})
+    assert status == 413
+    assert headers["x-amzn-errortype"] == "RequestEntityTooLargeException"
+    assert json.loads(body)["message"] == (
+        "1048577 byte payload is too large for the Event invocation type (limit 1048576 bytes)"
+    )
