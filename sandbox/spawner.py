@@ -212,16 +212,18 @@ class _Server:
         mount namespace, so the host never sees it) and shared afterwards."""
         if not spec.base:
             return None
-        wire = spec.to_wire()
-        key = orjson.dumps([wire["base"], [m for m in wire["mounts"]], spec.root_size_bytes])
+        targets = sorted(str(getattr(m, "target", getattr(m, "path", ""))) for m in spec.mounts)
+        key = orjson.dumps([spec.to_wire()["base"], targets, spec.root_size_bytes])
         path = self._templates.get(key)
         if path is None:
-            path = f"{os.path.dirname(spec.root_mountpoint)}/template-{os.getpid()}-{len(self._templates)}"
+            parent = os.path.dirname(spec.root_mountpoint)
+            path = f"{parent}/template-{os.getpid()}-{len(self._templates)}"
             try:
                 if not self._templates:
                     # Our own mount namespace: templates stay out of the host's view.
                     linux.unshare(linux.CLONE_NEWNS)
                     linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE, None)
+                    _prune_stale_templates(parent)
                 mounts.build_template(spec, path)
             except OSError as exc:
                 raise SandboxSetupError("build the system root", exc.errno or 0, str(exc)) from None
@@ -382,7 +384,21 @@ class _Server:
         for group in self._leftovers:
             group.destroy()
         cgroups.remove_subtrees(self._subtrees)
+        for path in self._templates.values():
+            with contextlib.suppress(OSError):
+                linux.umount2(path, linux.MNT_DETACH)
+                os.rmdir(path)
         os._exit(0)
+
+
+def _prune_stale_templates(parent: str) -> None:
+    """Remove the (empty, from here) mount points of dead spawners' templates."""
+    with contextlib.suppress(OSError):
+        for entry in os.listdir(parent):
+            owner = entry.split("-")[1] if entry.startswith("template-") else ""
+            if owner.isdigit() and not os.path.exists(f"/proc/{owner}"):
+                with contextlib.suppress(OSError):
+                    os.rmdir(os.path.join(parent, entry))
 
 
 def _leave_v2_own_cgroup(layout: CgroupLayout) -> None:

@@ -96,6 +96,9 @@ def test_thousand_create_destroy_cycles_leak_nothing(tmp_path):
     finally:
         spawner.close()
     assert not any(os.path.exists(path) for path in subtrees.values())
+    # The spawner's shared system root is gone with it too.
+    parent = os.path.dirname(spec.root_mountpoint)
+    assert [e for e in os.listdir(parent) if e.startswith(f"template-{spawner.pid}-")] == []
 
 
 def test_sandbox_limits_are_set_in_its_cgroups(tmp_path):
