@@ -56,6 +56,8 @@ def _check(as_json: bool) -> int:
     from sandbox import features
 
     found = features.probe()
+    if os.geteuid() != 0:
+        found = features.for_rootless(found)
     missing = features.missing_required(found)
     if as_json:
         print(json.dumps([f.as_dict() for f in found], indent=2))
@@ -75,6 +77,8 @@ def _kernel_features_ok() -> bool:
     from sandbox import features
 
     found = features.probe()
+    if os.geteuid() != 0:
+        found = features.for_rootless(found)
     missing = features.missing_required(found)
     if missing:
         lines = ["firelet: cannot serve: required kernel features are missing:"]

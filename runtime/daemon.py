@@ -35,8 +35,15 @@ SHUTDOWN_GRACE_S = 0.3
 class Host:
     """Everything one `firelet serve` runs; built by `serve()`, no globals."""
 
-    def __init__(self, config: Config, spawner: Spawner, task_group: anyio.abc.TaskGroup) -> None:
+    def __init__(
+        self,
+        config: Config,
+        spawner: Spawner,
+        task_group: anyio.abc.TaskGroup,
+        rootless: bool = False,
+    ) -> None:
         self.config = config
+        self.rootless = rootless
         self._spawner = spawner
         self._tasks = task_group
         self.sink = LogSink()
@@ -57,7 +64,7 @@ class Host:
             log = logs.get(function.name)
             if log is None:
                 log = logs[function.name] = FunctionLog(self.sink, function.name)
-            spec = sandboxes.function_spec(function, self.config.server, system)
+            spec = sandboxes.function_spec(function, self.config.server, system, self.rootless)
             env = Environment(
                 router, self._spawner, spec, log, self.config.server.init_timeout_s, suppressed_init
             )
@@ -102,20 +109,42 @@ def _raise_fd_limit() -> None:
 
 def serve(config: Config) -> int:
     """Run the host until SIGTERM/SIGINT. Returns the process exit code."""
-    os.makedirs(config.server.state_dir, mode=0o700, exist_ok=True)
-    _raise_fd_limit()
-    spawner = Spawner.start(nest_cgroups=config.server.cgroup_parent == "auto")
     try:
-        anyio.run(_main, config, spawner, backend="asyncio", backend_options={"use_uvloop": True})
+        os.makedirs(config.server.state_dir, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        print(
+            f"firelet: cannot create state_dir {config.server.state_dir}: {exc.strerror}",
+            file=sys.stderr,
+        )
+        return 2
+    _raise_fd_limit()
+    rootless = os.geteuid() != 0
+    if rootless:
+        print(
+            "firelet: rootless mode: sandboxes run in a user namespace, as its root without"
+            " capabilities, and without cgroup limits (memory, pids, CPU); run as root for those",
+            file=sys.stderr,
+            flush=True,
+        )
+    spawner = Spawner.start(nest_cgroups=config.server.cgroup_parent == "auto", rootless=rootless)
+    try:
+        anyio.run(
+            _main,
+            config,
+            spawner,
+            rootless,
+            backend="asyncio",
+            backend_options={"use_uvloop": True},
+        )
     finally:
         spawner.close()
     return 0
 
 
-async def _main(config: Config, spawner: Spawner) -> None:
+async def _main(config: Config, spawner: Spawner, rootless: bool) -> None:
     loop = asyncio.get_running_loop()
     async with anyio.create_task_group() as tasks:
-        host = Host(config, spawner, tasks)
+        host = Host(config, spawner, tasks, rootless)
         server = config.server
         try:
             listener = await loop.create_server(

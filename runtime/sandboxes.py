@@ -132,8 +132,18 @@ def cgroup_limits(function: FunctionConfig, server: ServerConfig) -> CgroupLimit
 
 
 def function_spec(
-    function: FunctionConfig, server: ServerConfig, system: tuple[Mount, ...]
+    function: FunctionConfig,
+    server: ServerConfig,
+    system: tuple[Mount, ...],
+    rootless: bool = False,
 ) -> SandboxSpec:
+    """The sandbox of one environment of `function`.
+
+    Rootless (the host is not root), the sandbox lives in the spawner's user
+    namespace, where only uid 0 is mapped and cgroups are not ours to make:
+    the bootstrap runs as that namespace's root (no capabilities) and without
+    memory, pids or CPU limits.
+    """
     mounts: tuple[Mount, ...] = (
         RoBind(str(Path(function.code)), TASK_ROOT),
         Dir(RUNTIME_DIR),
@@ -150,6 +160,11 @@ def function_spec(
         cwd=TASK_ROOT,
         hostname="localhost",
         listen_port=RUNTIME_API_PORT,
-        cgroup=cgroup_limits(function, server),
+        cgroup=None if rootless else cgroup_limits(function, server),
+        # Only the sandbox's (and spawner's) mount namespaces use this mount
+        # point; rootless, it must be somewhere the user may create it.
+        root_mountpoint=f"{server.state_dir}/mnt/root" if rootless else "/run/firelet/root",
+        uid=0 if rootless else SANDBOX_UID,
+        gid=0 if rootless else SANDBOX_GID,
         labels={"function": function.name},
     )

@@ -128,6 +128,11 @@ def stage_b(
         privileges.clear_all_capabilities()
         step = "set no_new_privs"
         privileges.no_new_privs()
+        # The init holds a copy of the spawner's memory (other functions'
+        # specs): nothing in the sandbox may read or trace it, even with the
+        # same uid (rootless). The bootstrap's exec makes it dumpable again.
+        step = "make the init non-dumpable"
+        linux.prctl(linux.PR_SET_DUMPABLE, 0)
         step = "fork the bootstrap"
         pid = os.fork()
         if pid == 0:

@@ -19,7 +19,7 @@ import select
 import signal
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 from sandbox import linux
@@ -56,6 +56,24 @@ class Feature:
         }
 
 
+# What rootless mode (host not root) needs instead: its own user namespace;
+# root and cgroups are then out of reach and optional.
+_ROOTLESS_OPTIONAL = frozenset({"root", "cgroup:memory", "cgroup:pids"})
+_ROOTLESS_REQUIRED = frozenset({"userns:unprivileged", "namespace:user"})
+
+
+def for_rootless(features: Iterable[Feature]) -> list[Feature]:
+    """The same probe results, with the requirements of rootless mode."""
+    out = []
+    for feature in features:
+        if feature.name in _ROOTLESS_OPTIONAL:
+            feature = replace(feature, required=False)
+        elif feature.name in _ROOTLESS_REQUIRED:
+            feature = replace(feature, required=True)
+        out.append(feature)
+    return out
+
+
 def missing_required(features: Iterable[Feature]) -> list[Feature]:
     """The required features that are not ok, in their original order."""
     return [f for f in features if f.required and not f.ok]
@@ -87,7 +105,9 @@ def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _in_child(fn: Callable[[], str], timeout: float = _CHILD_TIMEOUT_S) -> tuple[bool, str]:
+def _in_child(
+    fn: Callable[[], str], timeout: float = _CHILD_TIMEOUT_S, userns: bool = True
+) -> tuple[bool, str]:
     """Run `fn` in a forked child; (True, its message) or (False, the error).
 
     The child never returns into the caller's code: it always leaves through
@@ -101,6 +121,10 @@ def _in_child(fn: Callable[[], str], timeout: float = _CHILD_TIMEOUT_S) -> tuple
         try:
             os.close(read_end)
             try:
+                if userns and os.geteuid() != 0:
+                    # Rootless: probe the way the spawner works, from a user
+                    # namespace of our own.
+                    linux.enter_own_user_namespace()
                 data = b"1" + fn().encode(errors="replace")
                 code = 0
             except BaseException as exc:
@@ -258,14 +282,14 @@ def _probe_unprivileged_userns() -> Feature:
         linux.unshare(linux.CLONE_NEWUSER)
         return f"uid {os.geteuid()} can unshare a user namespace"
 
-    ok, message = _in_child(as_nobody)
+    ok, message = _in_child(as_nobody, userns=False)
     return Feature(
         "userns:unprivileged",
         False,
         ok and sysctl_ok,
         "; ".join([message, *notes]),
         "sysctl -w kernel.unprivileged_userns_clone=1 (Debian/Ubuntu) and "
-        "user.max_user_namespaces > 0; needed only for the planned rootless mode",
+        "user.max_user_namespaces > 0; needed for rootless mode (host not root)",
     )
 
 

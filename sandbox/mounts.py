@@ -128,9 +128,24 @@ def _ro_bind(root: str, item: RoBind) -> None:
             pass
     linux.mount(item.source, target, None, linux.MS_BIND | linux.MS_REC, None)
     # A bind mount ignores MS_RDONLY on the first call; a remount applies it.
-    linux.mount(
-        None, target, None, linux.MS_REMOUNT | linux.MS_BIND | linux.MS_RDONLY | _NOSUID_NODEV, None
-    )
+    # The source's own flags are kept: in a user namespace they are locked,
+    # and a remount that dropped one (noexec, an atime mode) would be refused.
+    flags = linux.MS_REMOUNT | linux.MS_BIND | linux.MS_RDONLY | _NOSUID_NODEV
+    linux.mount(None, target, None, flags | _kept_flags(target), None)
+
+
+# statvfs f_flag bits and the mount flags that keep them.
+_STATVFS_TO_MS = (
+    (os.ST_NOEXEC, linux.MS_NOEXEC),
+    (os.ST_NOATIME, 1024),  # MS_NOATIME
+    (os.ST_NODIRATIME, 2048),  # MS_NODIRATIME
+    (os.ST_RELATIME, 1 << 21),  # MS_RELATIME
+)
+
+
+def _kept_flags(path: str) -> int:
+    flags = os.statvfs(path).f_flag
+    return sum(ms for st, ms in _STATVFS_TO_MS if flags & st)
 
 
 def _tmpfs(root: str, item: Tmpfs, spec: SandboxSpec) -> None:

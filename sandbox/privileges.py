@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from sandbox import linux
@@ -24,7 +25,10 @@ def lock_securebits() -> None:
 
 def become(uid: int, gid: int) -> None:
     """Switch to `uid`/`gid` for real, effective and saved ids, no groups."""
-    os.setgroups([])
+    # Rootless: in a user namespace with setgroups denied the supplementary
+    # groups are unmapped (nogroup) and cannot be dropped.
+    with contextlib.suppress(PermissionError):
+        os.setgroups([])
     os.setresgid(gid, gid, gid)
     os.setresuid(uid, uid, uid)
 

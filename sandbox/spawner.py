@@ -436,7 +436,7 @@ def _wait_exact(pid: int) -> None:
             return
 
 
-def _run_server(sock: socket.socket, keep_fd: int, nest_cgroups: bool) -> NoReturn:
+def _run_server(sock: socket.socket, keep_fd: int, nest_cgroups: bool, rootless: bool) -> NoReturn:
     try:
         linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
         linux.prctl(linux.PR_SET_CHILD_SUBREAPER, 1)
@@ -449,6 +449,8 @@ def _run_server(sock: socket.socket, keep_fd: int, nest_cgroups: bool) -> NoRetu
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.closerange(3, keep_fd)
         os.closerange(keep_fd + 1, 1 << 16)
+        if rootless:
+            linux.enter_own_user_namespace()
         _Server(sock, nest_cgroups).serve()
     except BaseException:
         import traceback
@@ -534,11 +536,13 @@ class Spawner:
         self._lost: Callable[[], None] | None = None
 
     @classmethod
-    def start(cls, nest_cgroups: bool = True) -> Spawner:
+    def start(cls, nest_cgroups: bool = True, rootless: bool = False) -> Spawner:
         """Fork the spawner. Call before the event loop starts threads.
 
         `nest_cgroups`: sandbox cgroups go below the host's own cgroup (where
         a delegated subtree is) rather than below each hierarchy's root.
+        `rootless`: the host is not root; the spawner works inside a user
+        namespace of its own (specs must then ask for uid 0 and no cgroups).
         """
         host_end, server_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         sys.stdout.flush()
@@ -546,7 +550,7 @@ class Spawner:
         pid = os.fork()
         if pid == 0:
             host_end.close()
-            _run_server(server_end, server_end.fileno(), nest_cgroups)
+            _run_server(server_end, server_end.fileno(), nest_cgroups, rootless)
         server_end.close()
         host_end.setblocking(False)
         return cls(host_end, pid)

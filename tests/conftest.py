@@ -69,14 +69,20 @@ class FireletHost:
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
 
-    def start(self, timeout: float = 20.0) -> FireletHost:
+    def start(
+        self,
+        timeout: float = 20.0,
+        python: tuple[str, ...] = (sys.executable,),
+        env: Mapping[str, str] | None = None,
+    ) -> FireletHost:
         log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self._log_file = log
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "runtime.cli", "serve", "--config", str(self.config)],
+            [*python, "-m", "runtime.cli", "serve", "--config", str(self.config)],
             stdout=log,
             stderr=log,
             cwd=ROOT,
+            env=env,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

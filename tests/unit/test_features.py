@@ -261,24 +261,38 @@ def test_cli_check_json_is_a_list_of_features() -> None:
     assert not [i for i in data if i["required"] and not i["ok"]]
 
 
-def test_probe_as_an_unprivileged_user_reports_missing_features() -> None:
+def test_probe_as_an_unprivileged_user_is_rootless_ready() -> None:
     def probe_as_nobody() -> str:
         os.setgroups([])
         os.setresgid(65534, 65534, 65534)
         os.setresuid(65534, 65534, 65534)
         found = features.probe()
-        return json.dumps({f.name: f.status for f in found})
+        rootless_missing = [f.name for f in features.missing_required(features.for_rootless(found))]
+        return json.dumps(
+            {"status": {f.name: f.status for f in found}, "rootless": rootless_missing}
+        )
 
     ok, message = features._in_child(probe_as_nobody, timeout=10)
     assert ok, message
-    status = json.loads(message)
-    # Without root: no mount namespace, no mounts, no cgroup directories.
-    for name in ("root", "namespace:mount", "namespace:net", "tmpfs", "cgroup:memory"):
+    report = json.loads(message)
+    status = report["status"]
+    # Without root: no cgroup directories of our own, and root itself missing.
+    for name in ("root", "cgroup:memory", "cgroup:pids"):
         assert status[name] == "missing", (name, status)
     assert status["cgroup:cpu"] == "optional-off"
-    # Features that need no privilege still work.
+    # Namespaces, mounts and filters work from a user namespace of our own,
+    # the way the rootless spawner works.
+    for name in (
+        "namespace:mount",
+        "namespace:net",
+        "namespace:pid",
+        "tmpfs",
+        "seccomp",
+        "no_new_privs",
+    ):
+        assert status[name] == "ok", (name, status)
     assert status["pidfd"] == "ok"
-    assert status["no_new_privs"] == "ok"
+    assert report["rootless"] == []
 
 
 MISSING_ROOT = Feature("root", True, False, "euid 1000", "run firelet as root (test remedy)")
