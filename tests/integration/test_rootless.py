@@ -3,18 +3,43 @@ user namespace of the spawner's (no cgroups: nothing delegated to that user)."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
-import sysconfig
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import FUNCTIONS, ROOT, FireletHost, probe
+from tests.conftest import FUNCTIONS, FireletHost, probe
 
 NOBODY = 65534
+HOST_DEPENDENCIES = (
+    "anyio",
+    "uvloop",
+    "httptools",
+    "orjson",
+    "pyseccomp",
+    "idna",
+    "typing_extensions",
+)
+
+
+def _copy_modules(target: Path, names: tuple[str, ...]) -> None:
+    target.mkdir()
+    for name in names:
+        spec = importlib.util.find_spec(name)
+        assert spec is not None and spec.origin is not None, name
+        origin = Path(spec.origin)
+        if origin.name == "__init__.py":
+            shutil.copytree(
+                origin.parent, target / name, ignore=shutil.ignore_patterns("__pycache__")
+            )
+        else:
+            shutil.copy(origin, target / origin.name)
+    for path in [target, *target.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
 
 
 @pytest.fixture
@@ -30,10 +55,12 @@ def rootless_host() -> Iterator[FireletHost]:
     os.chown(workdir, NOBODY, NOBODY)
     host = FireletHost(workdir, {"probe": {"code": str(code)}})
     os.chown(host.config, NOBODY, NOBODY)
-    # The venv's interpreter lives under /root; the system one (same minor
-    # version, as for Python functions) runs the host with the venv's packages.
-    site = sysconfig.get_paths()["purelib"]
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{ROOT}:{site}"}
+    # The venv's interpreter (and maybe this checkout) sit where nobody may
+    # not look; the system interpreter (same minor version, as for Python
+    # functions) runs the host from a copy of Firelet and what it imports.
+    lib = workdir / "lib"
+    _copy_modules(lib, ("rapi", "sandbox", "runtime", *HOST_DEPENDENCIES))
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(lib)}
     drop = (
         "setpriv",
         f"--reuid={NOBODY}",
