@@ -78,6 +78,16 @@ def floor(count: int) -> list[float]:
     return latencies
 
 
+def cgroup2_options() -> str:
+    """favordynmods on the cgroup2 mount changes the cost of joining a cgroup."""
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            fields = line.split()
+            if fields[2] == "cgroup2":
+                return f"{fields[1]} {fields[3]}"
+    return "none"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=500)
@@ -104,6 +114,7 @@ def main() -> int:
             "platform": platform.platform(),
             "python": platform.python_version(),
             "cpus": os.cpu_count(),
+            "cgroup2_mount": cgroup2_options(),
         },
         "parameters": {
             "count": args.count,
