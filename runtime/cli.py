@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import http.client
 import json
 import os
@@ -37,6 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     invoke.add_argument(
         "--timeout", type=float, default=960.0, help="seconds to wait for the response"
+    )
+    invoke.add_argument(
+        "--log",
+        action="store_true",
+        help="ask for LogType=Tail and print the invocation's log (last 4 KB) to stderr",
     )
 
     check = commands.add_parser(
@@ -131,7 +137,10 @@ def _invoke(args: argparse.Namespace) -> int:
     conn = http.client.HTTPConnection(host, int(port or 80), timeout=args.timeout)
     path = f"/2015-03-31/functions/{quote(args.function, safe='')}/invocations"
     try:
-        conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+        headers = {"Content-Type": "application/json"}
+        if args.log:
+            headers["X-Amz-Log-Type"] = "Tail"
+        conn.request("POST", path, body=body, headers=headers)
         response = conn.getresponse()
         data = response.read()
     except OSError as exc:
@@ -143,6 +152,10 @@ def _invoke(args: argparse.Namespace) -> int:
         code = response.getheader("x-amzn-ErrorType", str(response.status))
         print(f"firelet: {code}: {data.decode(errors='replace')}", file=sys.stderr)
         return 1
+    log_result = response.getheader("X-Amz-Log-Result")
+    if log_result:
+        sys.stderr.write(base64.b64decode(log_result).decode(errors="replace"))
+        sys.stderr.flush()
     sys.stdout.buffer.write(data)
     if not data.endswith(b"\n"):
         sys.stdout.buffer.write(b"\n")

@@ -228,6 +228,11 @@ def test_cli_invoke_prints_the_response(start_host, echo_sh, tmp_path):
         [*cli, "--payload-file", str(payload_file)], capture_output=True, cwd=ROOT, timeout=30
     )
     assert out.stdout == b'{"from": "file"}\n'
+    with_log = subprocess.run(
+        [*cli, "--payload", "[1]", "--log"], capture_output=True, cwd=ROOT, timeout=30
+    )
+    assert with_log.stdout == b"[1]\n"
+    assert b"START RequestId: " in with_log.stderr and b"REPORT RequestId: " in with_log.stderr
     missing = subprocess.run(
         [sys.executable, "-m", "runtime.cli", "invoke", "nope", "--endpoint", host.endpoint],
         capture_output=True,
