@@ -7,7 +7,25 @@ HELLO := examples/hello-py
 # the system interpreter inside the sandbox (same minor version as the host).
 AWSLAMBDARIC := awslambdaric==4.2.2
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup system-deps demo test lint bench clean
+
+# System tools the demo and the tests use, installed (as root, Debian/Ubuntu)
+# only when missing: curl (the shell example) and what npm needs to build the
+# native part of the Node runtime client aws-lambda-ric.
+system-deps:
+	@missing=""; \
+	command -v curl >/dev/null || missing="$$missing curl"; \
+	command -v autoreconf >/dev/null || missing="$$missing autoconf"; \
+	command -v automake >/dev/null || missing="$$missing automake"; \
+	command -v libtoolize >/dev/null || missing="$$missing libtool"; \
+	command -v cmake >/dev/null || missing="$$missing cmake"; \
+	command -v g++ >/dev/null || missing="$$missing g++"; \
+	command -v make >/dev/null || missing="$$missing make"; \
+	command -v npm >/dev/null || missing="$$missing npm"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
 
 $(BIN)/firelet: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +37,7 @@ $(HELLO)/awslambdaric/__init__.py: $(BIN)/firelet
 	$(BIN)/pip install --quiet --target $(HELLO) --upgrade --no-compile $(AWSLAMBDARIC)
 	touch $@
 
-setup: $(BIN)/firelet $(HELLO)/awslambdaric/__init__.py
+setup: system-deps $(BIN)/firelet $(HELLO)/awslambdaric/__init__.py
 
 demo: setup
 	$(BIN)/python -m runtime.demo examples/firelet.toml
