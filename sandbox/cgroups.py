@@ -62,23 +62,83 @@ class CgroupLayout:
         )
 
 
+def _unescape(field: str) -> str:
+    """Undo the octal escapes (\\040 for a space) of /proc/self/mounts."""
+    if "\\" not in field:
+        return field
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == "\\" and field[i + 1 : i + 4].isdigit():
+            out.append(chr(int(field[i + 1 : i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+# Options of a v1 cgroup mount that are not controller names.
+_GENERIC_MOUNT_OPTIONS: Final = frozenset(
+    {
+        "rw",
+        "ro",
+        "nosuid",
+        "suid",
+        "nodev",
+        "dev",
+        "noexec",
+        "exec",
+        "relatime",
+        "norelatime",
+        "noatime",
+        "strictatime",
+        "nodiratime",
+        "lazytime",
+        "sync",
+        "async",
+        "dirsync",
+        "mand",
+        "nomand",
+        "xattr",
+        "noprefix",
+        "clone_children",
+        "cpuset_v2_mode",
+        "none",
+        "all",
+        "nsdelegate",
+        "favordynmods",
+        "memory_localevents",
+        "memory_recursiveprot",
+        "memory_hugetlb_accounting",
+        "pids_localevents",
+    }
+)
+
+
+def parse_cgroup_mounts(mounts_text: str) -> tuple[str | None, dict[str, str]]:
+    """From /proc/self/mounts: the first cgroup2 mount point, and each v1
+    controller's mount point (every one mounted, not only those we use)."""
+    unified: str | None = None
+    v1: dict[str, str] = {}
+    for line in mounts_text.splitlines():
+        fields = line.split()
+        if len(fields) < 4:
+            continue
+        target, fstype, options = _unescape(fields[1]), fields[2], fields[3].split(",")
+        if fstype == "cgroup2" and unified is None:
+            unified = target
+        elif fstype == "cgroup":
+            for option in options:
+                if option not in _GENERIC_MOUNT_OPTIONS and "=" not in option:
+                    v1.setdefault(option, target)
+    return unified, v1
+
+
 def detect(
     mounts_file: str = "/proc/self/mounts", cgroup_file: str = "/proc/self/cgroup"
 ) -> CgroupLayout:
-    unified: str | None = None
-    v1: dict[str, str] = {}
     with open(mounts_file) as f:
-        for line in f:
-            parts = line.split()
-            if len(parts) < 4:
-                continue
-            mountpoint, fstype, options = parts[1], parts[2], parts[3].split(",")
-            if fstype == "cgroup2" and unified is None:
-                unified = mountpoint
-            elif fstype == "cgroup":
-                for option in options:
-                    if option in CONTROLLERS and option not in v1:
-                        v1[option] = mountpoint
+        unified, v1 = parse_cgroup_mounts(f.read())
     enabled: frozenset[str] = frozenset()
     if unified is not None:
         with contextlib.suppress(OSError), open(os.path.join(unified, "cgroup.controllers")) as f:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from typing import Final
 
 from sandbox import linux
+from sandbox.cgroups import parse_cgroup_mounts
 
 
 @dataclass(frozen=True)
@@ -499,21 +500,6 @@ def _probe_hidepid() -> Feature:
 # cgroups
 
 
-def _unescape(field: str) -> str:
-    """Undo the octal escapes (\\040 for a space) of /proc/self/mounts."""
-    if "\\" not in field:
-        return field
-    out, i = [], 0
-    while i < len(field):
-        if field[i] == "\\" and field[i + 1 : i + 4].isdigit():
-            out.append(chr(int(field[i + 1 : i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
-
-
 @dataclass(frozen=True)
 class CgroupLayout:
     """Where the cgroup hierarchies are mounted, read from /proc/self/mounts."""
@@ -525,60 +511,10 @@ class CgroupLayout:
     known: dict[str, bool]  # /proc/cgroups: controller -> enabled
 
 
-# Options of a v1 cgroup mount that are not controller names.
-_GENERIC_MOUNT_OPTIONS: Final = frozenset(
-    {
-        "rw",
-        "ro",
-        "nosuid",
-        "suid",
-        "nodev",
-        "dev",
-        "noexec",
-        "exec",
-        "relatime",
-        "norelatime",
-        "noatime",
-        "strictatime",
-        "nodiratime",
-        "lazytime",
-        "sync",
-        "async",
-        "dirsync",
-        "mand",
-        "nomand",
-        "xattr",
-        "noprefix",
-        "clone_children",
-        "cpuset_v2_mode",
-        "none",
-        "all",
-        "nsdelegate",
-        "favordynmods",
-        "memory_localevents",
-        "memory_recursiveprot",
-        "memory_hugetlb_accounting",
-        "pids_localevents",
-    }
-)
-
-
 def cgroup_layout(mounts_text: str | None = None) -> CgroupLayout:
     if mounts_text is None:
         mounts_text = _read("/proc/self/mounts") or ""
-    unified: str | None = None
-    v1: dict[str, str] = {}
-    for line in mounts_text.splitlines():
-        fields = line.split()
-        if len(fields) < 4:
-            continue
-        target, fstype, options = _unescape(fields[1]), fields[2], fields[3].split(",")
-        if fstype == "cgroup2" and unified is None:
-            unified = target
-        elif fstype == "cgroup":
-            for option in options:
-                if option not in _GENERIC_MOUNT_OPTIONS and "=" not in option:
-                    v1.setdefault(option, target)
+    unified, v1 = parse_cgroup_mounts(mounts_text)
     controllers: frozenset[str] = frozenset()
     subtree: frozenset[str] = frozenset()
     if unified is not None:
