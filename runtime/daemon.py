@@ -182,3 +182,5 @@ async def _main(config: Config, spawner: Spawner, rootless: bool) -> None:
             while any(r.env is not None for r in host.routers.values()):
                 await anyio.sleep(0.01)
         tasks.cancel_scope.cancel()
+    # What the environments logged on their way out.
+    host.sink.flush()
